@@ -1,0 +1,1 @@
+"""Adapters: translate between the world and core events/actions; they never decide."""

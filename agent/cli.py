@@ -1,0 +1,123 @@
+"""Command line: check a config, run the agent (live, dry-run or replayed), print the schema.
+
+User mistakes end with one line per problem on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.adapters.printer import ActionPrinter
+from agent.config import Config, ConfigError, json_schema, load_config
+from agent.replay import ReplayError, read_replay
+from agent.runtime import Adapters, Runtime, VirtualClock, replay
+from agent.wiring import build_live
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vti-failover",
+        description="Sub-second failover for BGP over route-based IPsec (VTI / XFRM) on Linux.",
+    )
+    p.add_argument("--version", action="version", version=f"vti-failover {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser("check", help="validate a config file and summarise it")
+    check.add_argument("config", type=Path)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("config", type=Path)
+    run.add_argument("--dry-run", action="store_true", help="print each action, apply nothing")
+    run.add_argument(
+        "--replay", type=Path, metavar="FILE", help="drive the core from a JSON-lines event file"
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub.add_parser("schema", help="print the config file's JSON Schema")
+    return p
+
+
+def _summary(cfg: Config) -> list[str]:
+    lines = [f"config ok: agent {cfg.agent_id}, {len(cfg.tunnels)} tunnel(s), "
+             f"policy {cfg.policy.mode.value}"]
+    for t in sorted(cfg.tunnels, key=lambda t: (t.effective_priority, t.name)):
+        ident = f"key {t.sa_mark}" if t.sa_mark is not None else f"if_id {t.if_id}"
+        lines.append(
+            f"  {t.name}: {t.kind.value} {t.interface} ({ident}) {t.underlay.local} -> "
+            f"{t.underlay.remote}, inner {t.inner.local} peer {t.inner.peer}, "
+            f"priority {t.effective_priority}, sources {','.join(s.value for s in t.sources)}"
+        )
+    if cfg.site_prefixes:
+        lines.append(f"  announces {', '.join(str(p) for p in cfg.site_prefixes)}")
+    remote = [str(p) for p in cfg.remote_prefixes.static]
+    if cfg.remote_prefixes.learned_from_bgp:
+        remote.append("learned by BGP")
+    if remote:
+        lines.append(f"  routes {', '.join(remote)}")
+    lines += [f"  warning: {note}" for note in cfg.advisories()]
+    return lines
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.replay is not None:
+        try:
+            events = read_replay(args.replay)
+        except ReplayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        clock = VirtualClock()
+        actuators = [ActionPrinter(sys.stdout, clock)] if args.dry_run else build_live(
+            cfg, dry_run=False
+        ).actuators
+        asyncio.run(replay(cfg, events, actuators, clock))
+        return 0
+    start = time.monotonic()
+
+    def build(c: Config) -> Adapters:
+        adapters = build_live(c, dry_run=args.dry_run)
+        if args.dry_run:
+            adapters.actuators = [ActionPrinter(sys.stdout, time.monotonic, start)]
+        return adapters
+
+    asyncio.run(Runtime(cfg, build, config_path=args.config).run())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        cfg = _load(args.config)
+        print("\n".join(_summary(cfg)))
+        return 0
+    if args.command == "schema":
+        print(json.dumps(json_schema(), indent=2, sort_keys=True))
+        return 0
+    return _run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Actions: what the core wants done, in the imperative, as frozen values.
+
+Each renders as one line a network engineer can read (dry-run prints exactly that).
+Actuators translate them into netlink calls, ExaBGP lines and MQTT messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Action",
+    "AnnouncePrefix",
+    "InstallRoute",
+    "NextHop",
+    "PublishAlert",
+    "PublishTunnelState",
+    "RemoveRoute",
+    "Route",
+    "SetLinkDown",
+    "SetLinkUp",
+    "WithdrawPrefix",
+]
+
+
+@dataclass(frozen=True, order=True)
+class NextHop:
+    interface: str
+    gateway: str | None = None
+
+    def __str__(self) -> str:
+        return f"via {self.gateway} dev {self.interface}" if self.gateway else f"dev {self.interface}"
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """A route the agent owns; (prefix, table, metric) is its identity in the kernel."""
+
+    prefix: str
+    table: int
+    metric: int
+    nexthops: tuple[NextHop, ...]
+
+    def __str__(self) -> str:
+        hops = " ".join(str(h) for h in self.nexthops)
+        if len(self.nexthops) > 1:
+            hops = " ".join(f"nexthop {h}" for h in self.nexthops)
+        table = "" if self.table == 254 else f" table {self.table}"
+        return f"{self.prefix} {hops} metric {self.metric}{table}"
+
+
+@dataclass(frozen=True)
+class Action:
+    pass
+
+
+@dataclass(frozen=True)
+class SetLinkUp(Action):
+    interface: str
+    tunnel: str
+
+    def __str__(self) -> str:
+        return f"set link {self.interface} up  ({self.tunnel})"
+
+
+@dataclass(frozen=True)
+class SetLinkDown(Action):
+    interface: str
+    tunnel: str
+
+    def __str__(self) -> str:
+        return f"set link {self.interface} down  ({self.tunnel})"
+
+
+@dataclass(frozen=True)
+class InstallRoute(Action):
+    route: Route
+
+    def __str__(self) -> str:
+        return f"install route {self.route}"
+
+
+@dataclass(frozen=True)
+class RemoveRoute(Action):
+    route: Route
+
+    def __str__(self) -> str:
+        return f"remove route {self.route}"
+
+
+@dataclass(frozen=True)
+class AnnouncePrefix(Action):
+    """Announce (or re-announce with new attributes) a site prefix to one neighbor."""
+
+    neighbor: str
+    tunnel: str
+    prefix: str
+    med: int
+    as_path_prepend: int = 0
+    communities: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        extra = f" prepend {self.as_path_prepend}" if self.as_path_prepend else ""
+        if self.communities:
+            extra += f" community [{' '.join(self.communities)}]"
+        return (
+            f"announce {self.prefix} to {self.neighbor} ({self.tunnel}) med {self.med}{extra}"
+        )
+
+
+@dataclass(frozen=True)
+class WithdrawPrefix(Action):
+    neighbor: str
+    tunnel: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"withdraw {self.prefix} from {self.neighbor} ({self.tunnel})"
+
+
+@dataclass(frozen=True)
+class PublishAlert(Action):
+    """One operator-facing event: failover, failback, degraded, both-down, recovered."""
+
+    kind: str
+    at: float
+    from_tunnels: tuple[str, ...]
+    to_tunnels: tuple[str, ...]
+    reason: str
+    # Seconds from the first sign of trouble (or of recovery) to this decision.
+    detected_after_s: float | None = None
+
+    def __str__(self) -> str:
+        src = ",".join(self.from_tunnels) or "-"
+        dst = ",".join(self.to_tunnels) or "-"
+        took = "" if self.detected_after_s is None else f" after {self.detected_after_s:.3f}s"
+        return f"alert {self.kind}: {src} -> {dst} ({self.reason}){took}"
+
+
+@dataclass(frozen=True)
+class PublishTunnelState(Action):
+    """The tunnel's summary changed: publish it (retained) for dashboards."""
+
+    tunnel: str
+    health: str
+    sa: str
+    carrying: bool
+    announced: bool
+    metric: int | None
+    since: float
+    reason: str
+    loss: str = ""
+    rtt_ms: float | None = None
+
+    def __str__(self) -> str:
+        role = "carrying" if self.carrying else ("standby" if self.metric is not None else "idle")
+        return f"state {self.tunnel}: {self.health} sa={self.sa} {role} ({self.reason})"

@@ -1,0 +1,313 @@
+"""The core's one entry point: step(state, event, now) -> (state, actions).
+
+It folds the event into the tunnel's health, lets the site policy pick carriers, and
+emits only the difference between the new desired routing and what it asked for last
+time, make-before-break: links up, routes in, announcements, withdrawals, routes out,
+links down, then alerts and state reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from agent.config import BothDown, Config, Source
+from agent.core import actions as act
+from agent.core import dampening as damp
+from agent.core import events as ev
+from agent.core import health as hl
+from agent.core import policy as pol
+
+__all__ = ["CoreState", "initial_state", "next_deadline", "reconfigure", "rules_for", "step"]
+
+
+@dataclass(frozen=True)
+class CoreState:
+    cfg: Config
+    started_at: float
+    settle_by: float
+    settled: bool = False
+    health: Mapping[str, hl.TunnelHealth] = field(default_factory=dict)
+    damping: Mapping[str, damp.DampState] = field(default_factory=dict)
+    # When each tunnel last became usable (eligible and not suppressed).
+    usable_since: Mapping[str, float] = field(default_factory=dict)
+    carriers: tuple[str, ...] = ()
+    both_down: bool = False
+    learned: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # What the core last asked the actuators for: the base of every diff.
+    asked: pol.Desired = field(default_factory=pol.Desired)
+    reported: Mapping[str, act.PublishTunnelState] = field(default_factory=dict)
+
+
+def rules_for(cfg: Config, tunnel: str) -> hl.HealthRules:
+    t = cfg.tunnel(tunnel)
+    p = cfg.policy
+    return hl.HealthRules(
+        rise=p.rise,
+        fall=p.fall,
+        loss_window=p.loss_window,
+        loss_down=p.loss_down,
+        loss_degraded=p.loss_degraded,
+        rtt_degraded_ms=p.rtt_degraded_ms,
+        uses_probes=Source.PROBE in t.sources,
+        uses_sa=Source.VICI in t.sources or Source.XFRM in t.sources,
+        uses_link=Source.LINK in t.sources,
+        traffic_counts_as_life=p.traffic_counts_as_life,
+    )
+
+
+def _settle_grace(cfg: Config) -> float:
+    """How long to wait for first evidence before deciding anything (no flap on restart)."""
+    waits = [2.0 * cfg.vici.poll_interval_s]
+    for t in cfg.tunnels:
+        if Source.PROBE in t.sources:
+            waits.append(cfg.policy.rise * t.probe.interval_s + t.probe.timeout_s)
+    return max(waits) + 1.0
+
+
+def initial_state(cfg: Config, now: float) -> CoreState:
+    return CoreState(
+        cfg=cfg,
+        started_at=now,
+        settle_by=now + _settle_grace(cfg),
+        health={t.name: hl.TunnelHealth(since=now) for t in cfg.tunnels},
+        damping={t.name: damp.DampState(updated_at=now) for t in cfg.tunnels},
+    )
+
+
+def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, list[act.Action]]:
+    """Adopt a new config: tunnels kept by name keep their health; the diff does the rest."""
+    health = {t.name: state.health.get(t.name, hl.TunnelHealth(since=now)) for t in cfg.tunnels}
+    damping = {
+        t.name: state.damping.get(t.name, damp.DampState(updated_at=now)) for t in cfg.tunnels
+    }
+    usable_since = {n: s for n, s in state.usable_since.items() if n in health}
+    learned = {n: p for n, p in state.learned.items() if n in health}
+    carriers = tuple(c for c in state.carriers if c in health)
+    new = replace(
+        state,
+        cfg=cfg,
+        health=health,
+        damping=damping,
+        usable_since=usable_since,
+        learned=learned,
+        carriers=carriers,
+        # Tunnels that vanished from the config must still be undone: keep their links
+        # in the diff by leaving `asked` as it was.
+    )
+    return _decide(new, now)
+
+
+def _tunnel_of(event: ev.Event) -> str | None:
+    tunnel = getattr(event, "tunnel", None)
+    return tunnel if isinstance(tunnel, str) else None
+
+
+def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list[act.Action]]:
+    """Apply one event; return the new state and the actions to carry out, in order."""
+    cfg = state.cfg
+    name = _tunnel_of(event)
+    if name is not None and name not in state.health:
+        # An adapter can report a tunnel removed by a reload a moment ago: not ours now.
+        return state, []
+    health = dict(state.health)
+    learned = dict(state.learned)
+    if isinstance(event, ev.SourceLost | ev.SourceRecovered):
+        for n in health:
+            health[n] = hl.observe(health[n], event, rules_for(cfg, n), now)
+    elif isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
+        assert name is not None
+        health[name] = hl.admin(health[name], event, now)
+    elif isinstance(event, ev.BgpRouteLearned):
+        learned[event.tunnel] = learned.get(event.tunnel, frozenset()) | {event.prefix}
+    elif isinstance(event, ev.BgpRouteWithdrawn):
+        learned[event.tunnel] = learned.get(event.tunnel, frozenset()) - {event.prefix}
+    elif name is not None:
+        if isinstance(event, ev.BgpNeighborDown):
+            # A lost session takes everything it taught us with it.
+            learned[name] = frozenset()
+        health[name] = hl.observe(health[name], event, rules_for(cfg, name), now)
+    for n in health:
+        if n == name or name is None:
+            health[n] = hl.judge(health[n], rules_for(cfg, n), now)
+    return _decide(replace(state, health=health, learned=learned), now, before=state.health)
+
+
+def _usable(state: CoreState) -> list[str]:
+    return [
+        n for n, h in state.health.items() if h.eligible and not damp.is_suppressed(state.damping[n])
+    ]
+
+
+def _update_damping(
+    state: CoreState, before: Mapping[str, hl.TunnelHealth], now: float
+) -> dict[str, damp.DampState]:
+    rules = state.cfg.policy.dampening
+    out = {}
+    for n, d in state.damping.items():
+        was = before.get(n)
+        if was is not None and was.eligible and state.health[n].state is hl.Health.DOWN:
+            d = damp.flapped(d, rules, now)
+        out[n] = damp.settle(d, rules, now)
+    return out
+
+
+def _decide(
+    state: CoreState,
+    now: float,
+    before: Mapping[str, hl.TunnelHealth] | None = None,
+) -> tuple[CoreState, list[act.Action]]:
+    cfg = state.cfg
+    state = replace(state, damping=_update_damping(state, before or state.health, now))
+    usable = _usable(state)
+    usable_since = {n: state.usable_since.get(n, now) for n in usable}
+    state = replace(state, usable_since=usable_since)
+    if not state.settled:
+        if now < state.settle_by and any(h.state is hl.Health.INIT for h in state.health.values()):
+            # Before first evidence, say nothing: the kernel keeps what it has (no restart flap).
+            return _reports(state, frozenset())
+        state = replace(state, settled=True)
+    chosen = pol.choose_carriers(cfg, usable, state.health, usable_since, state.carriers, now)
+    alerts: list[act.Action] = []
+    both_down = not chosen
+    carriers = chosen
+    if both_down and cfg.policy.both_down is BothDown.KEEP_LAST:
+        carriers = state.carriers
+    if chosen and set(chosen) != set(state.carriers) and state.carriers:
+        alerts.append(_carrier_alert(state, chosen, now))
+    elif both_down and not state.both_down:
+        alerts.append(_alert(state, "both-down", state.carriers, (), now))
+    if chosen and state.both_down:
+        alerts.append(_alert(state, "recovered", (), chosen, now))
+    if before is not None:
+        for n in chosen:
+            if state.health[n].state is hl.Health.DEGRADED and before[n].state is not hl.Health.DEGRADED:
+                alerts.append(_alert(state, "degraded", (n,), (n,), now))
+    standbys = tuple(
+        n
+        for n in sorted(usable, key=lambda n: pol.preference(cfg.tunnel(n), state.health[n]))
+        if n not in carriers
+    )
+    if both_down:
+        standbys = ()
+    routes, announcements = pol.desired_routing(cfg, carriers, standbys, state.learned)
+    desired = pol.Desired(
+        links=pol.desired_links(cfg, state.health, now), routes=routes, announcements=announcements
+    )
+    actions = _diff(cfg, state.asked, desired)
+    state = replace(state, carriers=carriers, both_down=both_down, asked=desired)
+    state, reports = _reports(state, routes)
+    return state, actions + alerts + reports
+
+
+def _alert(
+    state: CoreState,
+    kind: str,
+    src: tuple[str, ...],
+    dst: tuple[str, ...],
+    now: float,
+    reason: str | None = None,
+) -> act.PublishAlert:
+    troubles = [state.health[n].trouble_since for n in src if n in state.health]
+    started = min((t for t in troubles if t is not None), default=None)
+    if reason is None:
+        reason = "; ".join(f"{n} {state.health[n].reason}" for n in src if n in state.health)
+    return act.PublishAlert(
+        kind=kind,
+        at=now,
+        from_tunnels=src,
+        to_tunnels=dst,
+        reason=reason or kind,
+        detected_after_s=None if started is None else round(now - started, 6),
+    )
+
+
+def _carrier_alert(state: CoreState, chosen: tuple[str, ...], now: float) -> act.PublishAlert:
+    usable = set(_usable(state))
+    lost = tuple(c for c in state.carriers if c not in chosen)
+    if any(c not in usable or state.health[c].state is hl.Health.DEGRADED for c in lost):
+        return _alert(state, "failover", lost, chosen, now)
+    gained = ",".join(c for c in chosen if c not in state.carriers)
+    hold = state.cfg.policy.preempt_hold_down_s
+    return _alert(
+        state,
+        "failback",
+        state.carriers,
+        chosen,
+        now,
+        reason=f"{gained} healthy for {hold:g}s (preempt hold-down)",
+    )
+
+
+def _diff(cfg: Config, old: pol.Desired, new: pol.Desired) -> list[act.Action]:
+    """Make-before-break order; nothing changed -> nothing emitted."""
+    iface = {t.name: t.interface for t in cfg.tunnels}
+    ups = [
+        act.SetLinkUp(iface[n], n) for n, up in new.links.items() if up and old.links.get(n) is not True
+    ]
+    downs = [
+        act.SetLinkDown(iface[n], n)
+        for n, up in new.links.items()
+        if not up and old.links.get(n) is not False
+    ]
+    installs = [act.InstallRoute(r) for r in sorted(new.routes - old.routes)]
+    removes = [act.RemoveRoute(r) for r in sorted(old.routes - new.routes)]
+    announces = [
+        a for key, a in sorted(new.announcements.items()) if old.announcements.get(key) != a
+    ]
+    withdraws = [
+        act.WithdrawPrefix(neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix)
+        for key, a in sorted(old.announcements.items())
+        if key not in new.announcements
+    ]
+    # Better attributes first, so the far side always has a path while we change them.
+    announces.sort(key=lambda a: (a.med, a.as_path_prepend))
+    return [*ups, *installs, *announces, *withdraws, *removes, *downs]
+
+
+def _reports(
+    state: CoreState, routes: frozenset[act.Route]
+) -> tuple[CoreState, list[act.Action]]:
+    """Tunnel summaries that changed since last reported (for retained MQTT state)."""
+    out: list[act.Action] = []
+    reported = dict(state.reported)
+    metric_of: dict[str, int] = {}
+    for r in routes:
+        for hop in r.nexthops:
+            for t in state.cfg.tunnels:
+                if t.interface == hop.interface:
+                    metric_of[t.name] = min(r.metric, metric_of.get(t.name, r.metric))
+    announced_by = {a.tunnel for a in state.asked.announcements.values()}
+    for t in state.cfg.tunnels:
+        h = state.health[t.name]
+        report = act.PublishTunnelState(
+            tunnel=t.name,
+            health=h.state.value,
+            sa=h.sa.value,
+            carrying=t.name in state.carriers and not (state.both_down and state.cfg.policy.both_down is BothDown.WITHDRAW),
+            announced=t.name in announced_by,
+            metric=metric_of.get(t.name),
+            since=h.since,
+            reason=h.reason,
+        )
+        if reported.get(t.name) != report:
+            reported[t.name] = report
+            out.append(report)
+    return replace(state, reported=reported), out
+
+
+def next_deadline(state: CoreState, now: float) -> float | None:
+    """The next moment the core must look again even if nothing happens (or None)."""
+    cfg = state.cfg
+    times: list[float] = []
+    if not state.settled:
+        times.append(state.settle_by)
+    usable = _usable(state)
+    times += pol.pending_preemptions(cfg, usable, state.health, state.usable_since, state.carriers)
+    times += pol.probation_deadlines(cfg, state.health, now)
+    for d in state.damping.values():
+        at = damp.reuse_at(d, cfg.policy.dampening)
+        if at is not None:
+            times.append(at)
+    future = [t for t in times if t > now]
+    return min(future) if future else None

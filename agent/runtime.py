@@ -1,0 +1,211 @@
+"""The imperative shell: one TaskGroup, one event queue, one consumer calling the core.
+
+Sources put events on the queue; the consumer steps the core and hands the actions to
+the actuators in order, alert publishers last, so nothing slows the failover path. The
+core's own deadlines (hold-down, dampening, probation) become TimerFired events here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.config import Config, ConfigError, load_config
+from agent.core import engine
+from agent.core.actions import Action
+from agent.core.events import Event, TimerFired
+from agent.ports import Actuator, AdapterError, Source
+from agent.replay import TimedEvent
+
+__all__ = ["Adapters", "Build", "Runtime", "VirtualClock", "replay"]
+
+log = logging.getLogger("vti_failover.runtime")
+
+
+@dataclass
+class Adapters:
+    sources: list[Source] = field(default_factory=list)
+    actuators: list[Actuator] = field(default_factory=list)
+
+
+Build = Callable[[Config], Adapters]
+
+
+class _Stopped(Exception):
+    """Raised inside the TaskGroup to end it on SIGTERM/SIGINT."""
+
+
+class _Reload:
+    """Queue marker: SIGHUP asked for the config to be read again."""
+
+
+async def _apply(actuators: Sequence[Actuator], actions: Sequence[Action]) -> None:
+    for actuator in actuators:
+        mine = [a for a in actions if actuator.wants(a)]
+        if not mine:
+            continue
+        try:
+            await actuator.apply(mine)
+        except AdapterError as exc:
+            # One failed write must not stop the other actuators or the agent.
+            log.error("%s: %s", actuator.name, exc)
+
+
+class Runtime:
+    def __init__(
+        self,
+        cfg: Config,
+        build: Build,
+        config_path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.build = build
+        self.config_path = config_path
+        self.clock = clock
+        self.queue: asyncio.Queue[Event | _Reload] = asyncio.Queue()
+        self.state = engine.initial_state(cfg, clock())
+        self.adapters = build(cfg)
+        self._stop = asyncio.Event()
+        self._sources_task: asyncio.Task[None] | None = None
+
+    def emit(self, event: Event) -> None:
+        self.queue.put_nowait(event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self.queue.put_nowait(_Reload())
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, handler in (
+            (signal.SIGTERM, self.stop),
+            (signal.SIGINT, self.stop),
+            (signal.SIGHUP, self.request_reload),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, handler)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for actuator in self.adapters.actuators:
+                    tg.create_task(actuator.run(), name=f"actuator:{actuator.name}")
+                self._sources_task = tg.create_task(self._run_sources(), name="sources")
+                tg.create_task(self._consume(), name="core")
+                tg.create_task(self._wait_for_stop(), name="stopper")
+        except* _Stopped:
+            log.info("stopping (routes and announcements left as they are)"
+                     if not self.cfg.policy.cleanup_on_exit else "stopping, cleaning up")
+        finally:
+            for actuator in reversed(self.adapters.actuators):
+                try:
+                    await actuator.close(self.cfg.policy.cleanup_on_exit)
+                except AdapterError as exc:
+                    log.error("%s: close: %s", actuator.name, exc)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    async def _wait_for_stop(self) -> None:
+        await self._stop.wait()
+        raise _Stopped
+
+    async def _run_sources(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for source in self.adapters.sources:
+                tg.create_task(source.run(self.emit), name=f"source:{source.name}")
+
+    async def _consume(self) -> None:
+        while True:
+            now = self.clock()
+            deadline = engine.next_deadline(self.state, now)
+            item: Event | _Reload
+            try:
+                async with asyncio.timeout(None if deadline is None else max(0.0, deadline - now)):
+                    item = await self.queue.get()
+            except TimeoutError:
+                item = TimerFired(at=deadline or self.clock())
+            if isinstance(item, _Reload):
+                await self._reload()
+                continue
+            self.state, actions = engine.step(self.state, item, self.clock())
+            if actions:
+                await _apply(self.adapters.actuators, actions)
+
+    async def _reload(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            cfg = load_config(self.config_path)
+        except ConfigError as exc:
+            for line in exc.lines:
+                log.error("reload refused, keeping the running config: %s", line)
+            return
+        log.info("reloaded %s", self.config_path)
+        self.cfg = cfg
+        self.state, actions = engine.reconfigure(self.state, cfg, self.clock())
+        # Sources watch the tunnels of one config: restart them on the new one.
+        new = self.build(cfg)
+        if self._sources_task is not None:
+            self._sources_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sources_task
+        self.adapters.sources = new.sources
+        for actuator in self.adapters.actuators:
+            configure = getattr(actuator, "configure", None)
+            if callable(configure):
+                configure(cfg)
+        self._sources_task = asyncio.get_running_loop().create_task(
+            self._run_sources(), name="sources"
+        )
+        if actions:
+            await _apply(self.adapters.actuators, actions)
+
+
+class VirtualClock:
+    """The replay's clock: moved by the replay, read by whoever prints times."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def replay(
+    cfg: Config,
+    events: Sequence[TimedEvent],
+    actuators: Sequence[Actuator],
+    clock: VirtualClock | None = None,
+) -> float:
+    """Drive the core through recorded events on a virtual clock; returns the end time.
+
+    Deadlines between events fire as TimerFired at their exact time, and after the last
+    event every pending deadline still fires, so hold-downs run out in the replay too.
+    """
+    state = engine.initial_state(cfg, 0.0)
+    now = 0.0
+    clock = clock if clock is not None else VirtualClock()
+
+    async def fire_until(limit: float) -> None:
+        nonlocal state, now
+        while (deadline := engine.next_deadline(state, now)) is not None and deadline <= limit:
+            now = clock.now = deadline
+            state, actions = engine.step(state, TimerFired(at=now), now)
+            await _apply(actuators, actions)
+
+    for timed in events:
+        await fire_until(timed.t)
+        now = clock.now = timed.t
+        state, actions = engine.step(state, timed.event, now)
+        await _apply(actuators, actions)
+    await fire_until(now + 24 * 3600)
+    return now
