@@ -47,8 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(cfg: Config) -> list[str]:
-    lines = [f"config ok: agent {cfg.agent_id}, {len(cfg.tunnels)} tunnel(s), "
-             f"policy {cfg.policy.mode.value}"]
+    lines = [
+        f"config ok: agent {cfg.agent_id}, {len(cfg.tunnels)} tunnel(s), "
+        f"policy {cfg.policy.mode.value}"
+    ]
     for t in sorted(cfg.tunnels, key=lambda t: (t.effective_priority, t.name)):
         ident = f"key {t.sa_mark}" if t.sa_mark is not None else f"if_id {t.if_id}"
         lines.append(
@@ -90,9 +92,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         clock = VirtualClock()
-        actuators = [ActionPrinter(sys.stdout, clock)] if args.dry_run else build_live(
-            cfg, dry_run=False
-        ).actuators
+        actuators = (
+            [ActionPrinter(sys.stdout, clock)]
+            if args.dry_run
+            else build_live(cfg, dry_run=False).actuators
+        )
         asyncio.run(replay(cfg, events, actuators, clock))
         return 0
     start = time.monotonic()

@@ -1,4 +1,4 @@
-"""The agent's configuration: pydantic models, loaded from YAML, every cross-field rule checked here.
+"""The agent's configuration: pydantic models loaded from YAML, every cross-field rule here.
 
 A config that loads is one the rest of the agent can trust: names, keys, interfaces and
 neighbors are unique, inner addresses sit inside their subnets, a VTI key equals its IPsec
@@ -222,9 +222,8 @@ class Tunnel(_Model):
                 raise ValueError("an xfrm tunnel needs if_id")
             if self.key is not None:
                 raise ValueError("key is for kind: vti, not xfrm")
-        elif self.kind is TunnelKind.MARK:
-            if self.mark is None:
-                raise ValueError("a mark tunnel needs mark")
+        elif self.kind is TunnelKind.MARK and self.mark is None:
+            raise ValueError("a mark tunnel needs mark")
         if len(set(self.sources)) != len(self.sources):
             raise ValueError("sources lists a source twice")
         if not self.sources:
@@ -320,9 +319,7 @@ class Policy(_Model):
     @model_validator(mode="after")
     def _windows(self) -> Policy:
         if self.loss_down > self.loss_window:
-            raise ValueError(
-                f"loss_down {self.loss_down} exceeds loss_window {self.loss_window}"
-            )
+            raise ValueError(f"loss_down {self.loss_down} exceeds loss_window {self.loss_window}")
         if self.loss_degraded > self.loss_down:
             raise ValueError("loss_degraded must not exceed loss_down")
         if self.standby_metric <= self.active_metric:
@@ -451,7 +448,11 @@ def _format_location(loc: tuple[int | str, ...], raw: Any) -> str:
     node: Any = raw
     for item in loc:
         if isinstance(item, int):
-            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            name = (
+                node[item].get("name")
+                if isinstance(node, list) and item < len(node) and isinstance(node[item], dict)
+                else None
+            )
             parts[-1:] = [f"{parts[-1] if parts else ''}[{name if name else item}]"]
         else:
             parts.append(str(item))
@@ -472,14 +473,30 @@ def _validation_lines(exc: ValidationError, raw: Any) -> list[str]:
     for err in exc.errors(include_url=False):
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         # Tagged/union branches add type names to the location; drop them for readability.
-        loc = tuple(x for x in loc if x not in {"IPv4Address", "IPv6Address", "IPv4Network", "IPv6Network", "IPv4Interface", "IPv6Interface"})
+        loc = tuple(
+            x
+            for x in loc
+            if x
+            not in {
+                "IPv4Address",
+                "IPv6Address",
+                "IPv4Network",
+                "IPv6Network",
+                "IPv4Interface",
+                "IPv6Interface",
+            }
+        )
         where = _format_location(loc, raw)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] in {"missing"}:
             lines.append(f"{where}: required field missing")
         elif err["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown field")
-        elif err["type"] in {"model_type", "model_attributes_type"} or err["type"].startswith("value_error") or "input" not in err:
+        elif (
+            err["type"] in {"model_type", "model_attributes_type"}
+            or err["type"].startswith("value_error")
+            or "input" not in err
+        ):
             lines.append(f"{where}: {msg}")
         else:
             lines.append(f"{where}: {msg} (got {_value_text(err['input'])})")
@@ -494,10 +511,12 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1})",
                 key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line
@@ -506,7 +525,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 

@@ -14,7 +14,14 @@ from typing import Any
 
 from agent.core import events as ev
 
-__all__ = ["EVENT_TYPES", "ReplayError", "TimedEvent", "event_from_dict", "event_to_dict", "read_replay"]
+__all__ = [
+    "EVENT_TYPES",
+    "ReplayError",
+    "TimedEvent",
+    "event_from_dict",
+    "event_to_dict",
+    "read_replay",
+]
 
 EVENT_TYPES: dict[str, type[ev.Event]] = {
     cls.__name__: cls
@@ -46,13 +53,15 @@ def _check_type(name: str, value: Any, annotation: str) -> Any:
         return value
     if isinstance(value, bool) and annotation in ("float", "int"):
         raise ReplayError(f"field {name!r} must be a number, got {value!r}")
-    if not isinstance(value, types):
+    ok = isinstance(value, types)
+    if not ok:
         raise ReplayError(f"field {name!r} must be {annotation}, got {value!r}")
+    raw: Any = value
     if annotation == "tuple[str, ...]":
-        return tuple(str(v) for v in value)
+        return tuple(str(v) for v in raw)
     if annotation == "float":
-        return float(value)
-    return value
+        return float(raw)
+    return raw
 
 
 def event_from_dict(data: dict[str, Any]) -> ev.Event:

@@ -37,7 +37,7 @@ class Adapters:
 Build = Callable[[Config], Adapters]
 
 
-class _Stopped(Exception):
+class _StopRequestedError(Exception):
     """Raised inside the TaskGroup to end it on SIGTERM/SIGINT."""
 
 
@@ -100,9 +100,12 @@ class Runtime:
                 self._sources_task = tg.create_task(self._run_sources(), name="sources")
                 tg.create_task(self._consume(), name="core")
                 tg.create_task(self._wait_for_stop(), name="stopper")
-        except* _Stopped:
-            log.info("stopping (routes and announcements left as they are)"
-                     if not self.cfg.policy.cleanup_on_exit else "stopping, cleaning up")
+        except* _StopRequestedError:
+            log.info(
+                "stopping (routes and announcements left as they are)"
+                if not self.cfg.policy.cleanup_on_exit
+                else "stopping, cleaning up"
+            )
         finally:
             for actuator in reversed(self.adapters.actuators):
                 try:
@@ -115,7 +118,7 @@ class Runtime:
 
     async def _wait_for_stop(self) -> None:
         await self._stop.wait()
-        raise _Stopped
+        raise _StopRequestedError
 
     async def _run_sources(self) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -29,7 +29,9 @@ class NextHop:
     gateway: str | None = None
 
     def __str__(self) -> str:
-        return f"via {self.gateway} dev {self.interface}" if self.gateway else f"dev {self.interface}"
+        return (
+            f"via {self.gateway} dev {self.interface}" if self.gateway else f"dev {self.interface}"
+        )
 
 
 @dataclass(frozen=True, order=True)
@@ -103,9 +105,7 @@ class AnnouncePrefix(Action):
         extra = f" prepend {self.as_path_prepend}" if self.as_path_prepend else ""
         if self.communities:
             extra += f" community [{' '.join(self.communities)}]"
-        return (
-            f"announce {self.prefix} to {self.neighbor} ({self.tunnel}) med {self.med}{extra}"
-        )
+        return f"announce {self.prefix} to {self.neighbor} ({self.tunnel}) med {self.med}{extra}"
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,8 @@ def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list
     health = dict(state.health)
     learned = dict(state.learned)
     if isinstance(event, ev.SourceLost | ev.SourceRecovered):
-        for n in health:
-            health[n] = hl.observe(health[n], event, rules_for(cfg, n), now)
+        for n, h in state.health.items():
+            health[n] = hl.observe(h, event, rules_for(cfg, n), now)
     elif isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
         assert name is not None
         health[name] = hl.admin(health[name], event, now)
@@ -127,15 +127,17 @@ def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list
             # A lost session takes everything it taught us with it.
             learned[name] = frozenset()
         health[name] = hl.observe(health[name], event, rules_for(cfg, name), now)
-    for n in health:
-        if n == name or name is None:
-            health[n] = hl.judge(health[n], rules_for(cfg, n), now)
+    judged = {n: h for n, h in health.items() if n == name or name is None}
+    for n, h in judged.items():
+        health[n] = hl.judge(h, rules_for(cfg, n), now)
     return _decide(replace(state, health=health, learned=learned), now, before=state.health)
 
 
 def _usable(state: CoreState) -> list[str]:
     return [
-        n for n, h in state.health.items() if h.eligible and not damp.is_suppressed(state.damping[n])
+        n
+        for n, h in state.health.items()
+        if h.eligible and not damp.is_suppressed(state.damping[n])
     ]
 
 
@@ -181,7 +183,10 @@ def _decide(
         alerts.append(_alert(state, "recovered", (), chosen, now))
     if before is not None:
         for n in chosen:
-            if state.health[n].state is hl.Health.DEGRADED and before[n].state is not hl.Health.DEGRADED:
+            if (
+                state.health[n].state is hl.Health.DEGRADED
+                and before[n].state is not hl.Health.DEGRADED
+            ):
                 alerts.append(_alert(state, "degraded", (n,), (n,), now))
     standbys = tuple(
         n
@@ -243,7 +248,9 @@ def _diff(cfg: Config, old: pol.Desired, new: pol.Desired) -> list[act.Action]:
     """Make-before-break order; nothing changed -> nothing emitted."""
     iface = {t.name: t.interface for t in cfg.tunnels}
     ups = [
-        act.SetLinkUp(iface[n], n) for n, up in new.links.items() if up and old.links.get(n) is not True
+        act.SetLinkUp(iface[n], n)
+        for n, up in new.links.items()
+        if up and old.links.get(n) is not True
     ]
     downs = [
         act.SetLinkDown(iface[n], n)
@@ -265,9 +272,7 @@ def _diff(cfg: Config, old: pol.Desired, new: pol.Desired) -> list[act.Action]:
     return [*ups, *installs, *announces, *withdraws, *removes, *downs]
 
 
-def _reports(
-    state: CoreState, routes: frozenset[act.Route]
-) -> tuple[CoreState, list[act.Action]]:
+def _reports(state: CoreState, routes: frozenset[act.Route]) -> tuple[CoreState, list[act.Action]]:
     """Tunnel summaries that changed since last reported (for retained MQTT state)."""
     out: list[act.Action] = []
     reported = dict(state.reported)
@@ -284,7 +289,8 @@ def _reports(
             tunnel=t.name,
             health=h.state.value,
             sa=h.sa.value,
-            carrying=t.name in state.carriers and not (state.both_down and state.cfg.policy.both_down is BothDown.WITHDRAW),
+            carrying=t.name in state.carriers
+            and not (state.both_down and state.cfg.policy.both_down is BothDown.WITHDRAW),
             announced=t.name in announced_by,
             metric=metric_of.get(t.name),
             since=h.since,

@@ -144,7 +144,9 @@ def _push(h: TunnelHealth, ok: bool, rules: HealthRules, at: float) -> TunnelHea
     if ok:
         return replace(h, window=window, ok_streak=h.ok_streak + 1, fail_streak=0)
     trouble = h.trouble_since if h.trouble_since is not None else at
-    return replace(h, window=window, ok_streak=0, fail_streak=h.fail_streak + 1, trouble_since=trouble)
+    return replace(
+        h, window=window, ok_streak=0, fail_streak=h.fail_streak + 1, trouble_since=trouble
+    )
 
 
 def observe(h: TunnelHealth, event: ev.Event, rules: HealthRules, now: float) -> TunnelHealth:
