@@ -7,13 +7,15 @@ mark. Nothing here touches the system.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import ipaddress
+import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -26,6 +28,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 __all__ = [
     "AttributeSet",
@@ -55,11 +58,14 @@ __all__ = [
 ]
 
 IPAddress = IPvAnyAddress
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_INTERFACE_PATTERN = r"^[A-Za-z0-9_.@-]+$"
+_COMMUNITY_PATTERN = r"^\d{1,5}:\d{1,5}$"
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME_PATTERN)]
 # Linux IFNAMSIZ is 16 including the terminating NUL.
-InterfaceName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.@-]+$")]
+InterfaceName = Annotated[str, Field(min_length=1, max_length=15, pattern=_INTERFACE_PATTERN)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
-Community = Annotated[str, Field(pattern=r"^\d{1,5}:\d{1,5}$")]
+Community = Annotated[str, Field(pattern=_COMMUNITY_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -72,6 +78,35 @@ class ConfigError(Exception):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
+
+
+Loc = tuple[int | str, ...]
+Problem = tuple[Loc, str]
+
+
+class _FieldProblemsError(ValueError):
+    """Raised by cross-field rules: each problem names the field a person has to change."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(message for _, message in self.problems))
+
+
+def _raise_if(problems: list[Problem]) -> None:
+    if problems:
+        raise _FieldProblemsError(problems)
+
+
+def _repeats(entries: Iterable[tuple[Loc, object, str]], used_as: str) -> list[Problem]:
+    """One problem per repeated value, at the repeat: (location, value, who has it)."""
+    first: dict[object, str] = {}
+    problems: list[Problem] = []
+    for loc, value, owner in entries:
+        if value in first:
+            problems.append((loc, f"{value} is already {used_as} {first[value]}"))
+        else:
+            first[value] = owner
+    return problems
 
 
 class TunnelKind(enum.StrEnum):
@@ -129,9 +164,19 @@ class Underlay(_Model):
     @model_validator(mode="after")
     def _same_family(self) -> Underlay:
         if self.local.version != self.remote.version:
-            raise ValueError("underlay local and remote must be the same address family")
+            raise _FieldProblemsError(
+                [
+                    (
+                        ("remote",),
+                        f"{self.remote} is IPv{self.remote.version} but local {self.local} "
+                        f"is IPv{self.local.version}: both ends must be the same family",
+                    )
+                ]
+            )
         if self.local == self.remote:
-            raise ValueError("underlay local and remote must differ")
+            raise _FieldProblemsError(
+                [(("remote",), f"{self.remote} is also the local address: the ends must differ")]
+            )
         return self
 
 
@@ -144,14 +189,20 @@ class InnerAddressing(_Model):
     @model_validator(mode="after")
     def _peer_in_subnet(self) -> InnerAddressing:
         if self.local.version != self.peer.version:
-            raise ValueError("inner local and peer must be the same address family")
-        if self.peer not in self.local.network:
-            raise ValueError(
-                f"inner peer {self.peer} is outside the local subnet {self.local.network}"
+            message = (
+                f"{self.peer} is IPv{self.peer.version} but local {self.local} is "
+                f"IPv{self.local.version}: both must be the same family"
             )
-        if self.peer == self.local.ip:
-            raise ValueError("inner peer must differ from inner local")
-        return self
+        elif self.peer not in self.local.network:
+            message = (
+                f"{self.peer} is outside the local subnet {self.local.network} "
+                f"(local {self.local}): the peer must be on the tunnel's own subnet"
+            )
+        elif self.peer == self.local.ip:
+            message = f"{self.peer} is the local address itself: give the far end's address"
+        else:
+            return self
+        raise _FieldProblemsError([(("peer",), message)])
 
 
 class IkeNames(_Model):
@@ -172,9 +223,13 @@ class ProbeSettings(_Model):
     @model_validator(mode="after")
     def _udp_needs_port(self) -> ProbeSettings:
         if self.kind is ProbeKind.UDP and self.udp_port is None:
-            raise ValueError("udp probes need udp_port")
+            raise _FieldProblemsError(
+                [(("udp_port",), "required with kind: udp (the port of the peer's echo service)")]
+            )
         if self.kind is ProbeKind.ICMP and self.udp_port is not None:
-            raise ValueError("udp_port is only for kind: udp")
+            raise _FieldProblemsError(
+                [(("udp_port",), f"{self.udp_port} is only used with kind: udp (kind is icmp)")]
+            )
         return self
 
 
@@ -207,31 +262,41 @@ class Tunnel(_Model):
 
     @model_validator(mode="after")
     def _kind_rules(self) -> Tunnel:
+        problems: list[Problem] = []
         if self.kind is TunnelKind.VTI:
             if self.key is None and self.mark is None:
-                raise ValueError("a vti tunnel needs key (equal to its IPsec mark)")
+                problems.append((("key",), "required for kind: vti (equal to its IPsec mark)"))
             if self.key is not None and self.mark is not None and self.key != self.mark:
-                raise ValueError(
-                    f"VTI key {self.key} must equal the IPsec mark {self.mark}: the kernel "
-                    "matches SAs to the VTI by that mark"
+                problems.append(
+                    (
+                        ("key",),
+                        f"VTI key {self.key} must equal the IPsec mark {self.mark}: the kernel "
+                        "matches SAs to the VTI by that mark",
+                    )
                 )
             if self.if_id is not None:
-                raise ValueError("if_id is for kind: xfrm, not vti")
+                problems.append(
+                    (("if_id",), f"{self.if_id} is for kind: xfrm; a vti tunnel uses key")
+                )
         elif self.kind is TunnelKind.XFRM:
             if self.if_id is None:
-                raise ValueError("an xfrm tunnel needs if_id")
+                problems.append(
+                    (("if_id",), "required for kind: xfrm (strongSwan if_id_in/if_id_out)")
+                )
             if self.key is not None:
-                raise ValueError("key is for kind: vti, not xfrm")
+                problems.append((("key",), f"{self.key} is for kind: vti; xfrm uses if_id"))
         elif self.kind is TunnelKind.MARK and self.mark is None:
-            raise ValueError("a mark tunnel needs mark")
-        if len(set(self.sources)) != len(self.sources):
-            raise ValueError("sources lists a source twice")
+            problems.append((("mark",), "required for kind: mark (the firewall/IPsec mark)"))
+        repeated = [s.value for s, n in Counter(self.sources).items() if n > 1]
+        if repeated:
+            problems.append((("sources",), f"{', '.join(repeated)} listed more than once"))
         if not self.sources:
-            raise ValueError("sources must name at least one liveness source")
+            problems.append((("sources",), "name at least one liveness source"))
         if Source.VICI in self.sources and self.ike is None:
-            raise ValueError("source vici needs ike: {connection, child}")
-        if self.underlay.local.version != self.underlay.remote.version:
-            raise ValueError("underlay address families differ")
+            problems.append(
+                (("ike",), "required with source vici: {connection: NAME, child: NAME}")
+            )
+        _raise_if(problems)
         return self
 
     @property
@@ -284,7 +349,15 @@ class Dampening(_Model):
     @model_validator(mode="after")
     def _thresholds(self) -> Dampening:
         if self.reuse_below >= self.suppress_above:
-            raise ValueError("reuse_below must be below suppress_above")
+            raise _FieldProblemsError(
+                [
+                    (
+                        ("reuse_below",),
+                        f"{self.reuse_below:g} must be below suppress_above "
+                        f"{self.suppress_above:g}",
+                    )
+                ]
+            )
         return self
 
 
@@ -318,12 +391,30 @@ class Policy(_Model):
 
     @model_validator(mode="after")
     def _windows(self) -> Policy:
+        problems: list[Problem] = []
         if self.loss_down > self.loss_window:
-            raise ValueError(f"loss_down {self.loss_down} exceeds loss_window {self.loss_window}")
+            problems.append(
+                (
+                    ("loss_down",),
+                    f"{self.loss_down} exceeds loss_window {self.loss_window}: "
+                    "loss could never mark a tunnel down",
+                )
+            )
         if self.loss_degraded > self.loss_down:
-            raise ValueError("loss_degraded must not exceed loss_down")
+            problems.append(
+                (
+                    ("loss_degraded",),
+                    f"{self.loss_degraded} exceeds loss_down {self.loss_down}",
+                )
+            )
         if self.standby_metric <= self.active_metric:
-            raise ValueError("standby_metric must be higher than active_metric")
+            problems.append(
+                (
+                    ("standby_metric",),
+                    f"{self.standby_metric} must be higher than active_metric {self.active_metric}",
+                )
+            )
+        _raise_if(problems)
         return self
 
 
@@ -336,7 +427,8 @@ class TlsSettings(_Model):
     @model_validator(mode="after")
     def _pair(self) -> TlsSettings:
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise _FieldProblemsError([((missing,), "cert_file and key_file go together")])
         return self
 
 
@@ -359,10 +451,17 @@ class MqttSettings(_Model):
 
     @model_validator(mode="after")
     def _secrets(self) -> MqttSettings:
+        problems: list[Problem] = []
         if self.password_file is not None and self.password_env is not None:
-            raise ValueError("give password_file or password_env, not both")
+            problems.append((("password_env",), "give password_file or password_env, not both"))
         if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s exceeds reconnect_max_s")
+            problems.append(
+                (
+                    ("reconnect_min_s",),
+                    f"{self.reconnect_min_s:g} exceeds reconnect_max_s {self.reconnect_max_s:g}",
+                )
+            )
+        _raise_if(problems)
         return self
 
 
@@ -391,24 +490,76 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        _unique("tunnel name", (t.name for t in self.tunnels))
-        _unique("interface", (t.interface for t in self.tunnels))
-        _unique("VTI key/mark", (t.sa_mark for t in self.tunnels if t.sa_mark is not None))
-        _unique("if_id", (t.if_id for t in self.tunnels if t.if_id is not None))
-        _unique("inner local address", (str(t.inner.local.ip) for t in self.tunnels))
-        _unique(
-            "IKE child",
-            (f"{t.ike.connection}/{t.ike.child}" for t in self.tunnels if t.ike is not None),
+        tunnels = list(enumerate(self.tunnels))
+        problems = _repeats(
+            ((("tunnels", i, "name"), t.name, f"#{i + 1} in the list") for i, t in tunnels),
+            "the name of tunnel",
         )
-        _unique("site prefix", (str(p) for p in self.site_prefixes))
-        _unique("remote prefix", (str(p) for p in self.remote_prefixes.static))
+        problems += _repeats(
+            ((("tunnels", i, "interface"), t.interface, t.name) for i, t in tunnels),
+            "the interface of tunnel",
+        )
+        problems += _repeats(
+            (
+                (("tunnels", i, "key" if t.key is not None else "mark"), t.sa_mark, t.name)
+                for i, t in tunnels
+                if t.sa_mark is not None
+            ),
+            "the key/IPsec mark of tunnel",
+        )
+        problems += _repeats(
+            ((("tunnels", i, "if_id"), t.if_id, t.name) for i, t in tunnels if t.if_id is not None),
+            "the if_id of tunnel",
+        )
+        problems += _repeats(
+            ((("tunnels", i, "inner", "local"), t.inner.local.ip, t.name) for i, t in tunnels),
+            "the inner address of tunnel",
+        )
+        problems += _repeats(
+            (
+                (("tunnels", i, "ike", "child"), f"{t.ike.connection}/{t.ike.child}", t.name)
+                for i, t in tunnels
+                if t.ike is not None
+            ),
+            "the IKE connection/child of tunnel",
+        )
+        problems += _repeats(
+            ((("site_prefixes", i), p, "above") for i, p in enumerate(self.site_prefixes)),
+            "listed",
+        )
+        problems += _repeats(
+            (
+                (("remote_prefixes", "static", i), p, "above")
+                for i, p in enumerate(self.remote_prefixes.static)
+            ),
+            "listed",
+        )
         if self.bgp is not None:
-            _unique("BGP neighbor", (str(self.neighbor_of(t)) for t in self.tunnels))
+            problems += _repeats(
+                (
+                    (
+                        ("tunnels", i, "bgp_neighbor")
+                        if t.bgp_neighbor is not None
+                        else ("tunnels", i, "inner", "peer"),
+                        self.neighbor_of(t),
+                        t.name,
+                    )
+                    for i, t in tunnels
+                ),
+                "the BGP neighbor of tunnel",
+            )
         elif self.remote_prefixes.learned_from_bgp:
-            raise ValueError("remote_prefixes.learned_from_bgp needs a bgp section")
-        for net in self.site_prefixes:
-            if any(net == r for r in self.remote_prefixes.static):
-                raise ValueError(f"{net} is both a site prefix and a remote prefix")
+            problems.append((("remote_prefixes", "learned_from_bgp"), "true needs a bgp section"))
+        for i, net in enumerate(self.remote_prefixes.static):
+            if net in self.site_prefixes:
+                problems.append(
+                    (
+                        ("remote_prefixes", "static", i),
+                        f"{net} is also in site_prefixes: a prefix is either ours or the far "
+                        "side's",
+                    )
+                )
+        _raise_if(problems)
         return self
 
     def neighbor_of(self, tunnel: Tunnel) -> IPvAnyAddress:
@@ -436,24 +587,54 @@ class Config(_Model):
         return notes
 
 
-def _unique(what: str, values: Iterable[object]) -> None:
-    dupes = [v for v, n in Counter(values).items() if n > 1]
-    if dupes:
-        raise ValueError(f"duplicate {what}: {', '.join(str(d) for d in dupes)}")
+# Pydantic's wording for the commonest mistakes, said the way an operator would say it.
+_TYPE_MESSAGES = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "tuple_type": "must be a list, e.g. [a, b]",
+    "list_type": "must be a list, e.g. [a, b]",
+    "ip_any_address": "not an IPv4 or IPv6 address",
+    "ip_v4_address": "not an IPv4 address",
+    "ip_v6_address": "not an IPv6 address",
+    "ip_any_network": "not an IPv4 or IPv6 prefix",
+    "ip_any_interface": "not an address with prefix length, e.g. 169.254.1.1/30",
+    "path_type": "must be a file path",
+}
+_PATTERN_MESSAGES = {
+    _NAME_PATTERN: "must be letters, digits, '.', '_' or '-', starting with a letter or digit",
+    _INTERFACE_PATTERN: "is not a Linux interface name (letters, digits, '.', '_', '-', '@')",
+    _COMMUNITY_PATTERN: "is not a BGP community: write ASN:VALUE, e.g. 65001:666",
+    r"^[^#+]+$": "must not contain the MQTT wildcards # or +",
+}
+# Pydantic adds type names of union branches to locations; they mean nothing in a file.
+_BRANCH_NAMES = frozenset(
+    {
+        "IPv4Address",
+        "IPv6Address",
+        "IPv4Network",
+        "IPv6Network",
+        "IPv4Interface",
+        "IPv6Interface",
+    }
+)
 
 
-def _format_location(loc: tuple[int | str, ...], raw: Any) -> str:
+def _format_location(loc: Loc, raw: Any) -> str:
     """Turn pydantic's location into a path a person can find, naming tunnels by name."""
     parts: list[str] = []
     node: Any = raw
     for item in loc:
         if isinstance(item, int):
-            name = (
-                node[item].get("name")
-                if isinstance(node, list) and item < len(node) and isinstance(node[item], dict)
-                else None
-            )
-            parts[-1:] = [f"{parts[-1] if parts else ''}[{name if name else item}]"]
+            entry = node[item] if isinstance(node, list) and item < len(node) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            label = name if isinstance(name, str) and name else item
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{label}]"]
         else:
             parts.append(str(item))
         try:
@@ -463,43 +644,157 @@ def _format_location(loc: tuple[int | str, ...], raw: Any) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
+def _walk(root: yaml.Node | None, loc: Loc) -> tuple[yaml.Node | None, int | None]:
+    """The YAML node at loc (None unless found) and the 1-based line of the deepest match."""
+    node = root
+    line = None if root is None else root.start_mark.line + 1
+    for item in loc:
+        found: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(item):
+                    found, line = value_node, key_node.start_mark.line + 1
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value)
+        ):
+            found = node.value[item]
+            line = found.start_mark.line + 1
+        if found is None:
+            return None, line
+        node = found
+    return node, line
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The settings class that owns the mapping at loc, to name its fields."""
+    model: type[BaseModel] | None = Config
+    for item in loc:
+        if model is None:
+            return None
+        if isinstance(item, str):
+            field = model.model_fields.get(item)
+            model = None if field is None else _model_in(field.annotation)
+    return model
+
+
 def _value_text(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _validation_lines(exc: ValidationError, raw: Any) -> list[str]:
-    lines = []
+def _describe(err: ErrorDetails, loc: Loc, node: yaml.Node | None) -> str:
+    """One readable message for one pydantic error, with the offending value."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    got = f" (got {_value_text(value)})"
+    if kind == "missing":
+        return "required field missing"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        known = sorted(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        if close:
+            return f"unknown field {str(loc[-1])!r} (did you mean {close[0]}?)"
+        return f"unknown field {str(loc[-1])!r} (known here: {', '.join(known)})"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        model = _model_at(loc)
+        fields = f" with {', '.join(sorted(model.model_fields))}" if model else ""
+        return f"must be a mapping{fields}{got}"
+    if kind == "ip_any_network" and isinstance(value, str):
+        try:
+            net = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            pass
+        else:
+            return f"{value} has host bits set: did you mean {net}?"
+    if kind == "string_type" and isinstance(node, yaml.ScalarNode) and node.style is None:
+        # YAML 1.1 reads 65001:10 as a sexagesimal number and yes/no/on/off as booleans.
+        return f"YAML read {node.value} as {_value_text(value)}: put it in quotes"
+    if (
+        kind in {"float_parsing", "float_type"}
+        and isinstance(value, str)
+        and re.fullmatch(r"\s*[\d.]+\s*(ms|s|sec|m|min)\s*", value)
+    ):
+        return f"give seconds as a plain number, e.g. 0.5 (got {value!r})"
+    if kind in _TYPE_MESSAGES:
+        return _TYPE_MESSAGES[kind] + got
+    if kind == "string_pattern_mismatch":
+        hint = _PATTERN_MESSAGES.get(str(ctx.get("pattern")), f"must match {ctx.get('pattern')}")
+        return hint + got
+    if kind == "string_too_long":
+        if loc and loc[-1] == "interface":
+            return f"Linux interface names have at most 15 characters{got}"
+        return f"at most {ctx.get('max_length')} characters{got}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short":
+        n = ctx.get("min_length")
+        return f"needs at least {n} entr{'y' if n == 1 else 'ies'}"
+    bounds = {
+        "greater_than": "greater than {gt}",
+        "greater_than_equal": "at least {ge}",
+        "less_than": "less than {lt}",
+        "less_than_equal": "at most {le}",
+    }
+    if kind in bounds:
+        limits = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
+        return f"must be {bounds[kind].format(**limits)}{got}"
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind.startswith(("value_error", "assertion_error")):
+        return msg
+    msg = re.sub(r"^Input should be ", "must be ", msg)
+    return f"{msg}{got}" if "input" in err else msg
+
+
+def _validation_lines(
+    exc: ValidationError, raw: Any, root: yaml.Node | None = None, source: str = "<config>"
+) -> list[str]:
+    """One line per problem: `FILE:LINE: path: message`, the path naming tunnels by name."""
+    problems: list[tuple[Loc, ErrorDetails]] = []
     for err in exc.errors(include_url=False):
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        # Tagged/union branches add type names to the location; drop them for readability.
         loc = tuple(
             x
-            for x in loc
-            if x
-            not in {
-                "IPv4Address",
-                "IPv6Address",
-                "IPv4Network",
-                "IPv6Network",
-                "IPv4Interface",
-                "IPv6Interface",
-            }
+            for x in err["loc"]
+            if not (isinstance(x, str) and (x.startswith("function-") or x in _BRANCH_NAMES))
         )
-        where = _format_location(loc, raw)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] in {"missing"}:
-            lines.append(f"{where}: required field missing")
-        elif err["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown field")
-        elif (
-            err["type"] in {"model_type", "model_attributes_type"}
-            or err["type"].startswith("value_error")
-            or "input" not in err
+        value = err.get("input")
+        if (
+            err["type"] == "too_short"
+            and isinstance(value, list)
+            and len(value) >= (err.get("ctx") or {}).get("min_length", 0)
         ):
-            lines.append(f"{where}: {msg}")
+            # Its entries were invalid (reported on their own), not missing.
+            continue
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _FieldProblemsError):
+            for sub_loc, message in cause.problems:
+                detail: ErrorDetails = {
+                    "type": "value_error",
+                    "loc": loc + sub_loc,
+                    "msg": message,
+                    "input": None,
+                }
+                problems.append((loc + sub_loc, detail))
         else:
-            lines.append(f"{where}: {msg} (got {_value_text(err['input'])})")
+            problems.append((loc, err))
+    lines = []
+    for loc, err in problems:
+        node, line = _walk(root, loc)
+        where = _format_location(loc, raw)
+        at = f"{source}:{line}" if line is not None else source
+        lines.append(f"{at}: {where}: {_describe(err, loc, node)}")
     # Unions report the same field once per branch; keep each line once, in order.
     return list(dict.fromkeys(lines))
 
@@ -529,44 +824,67 @@ _StrictLoader.add_constructor(
 )
 
 
+def _yaml_error(exc: yaml.MarkedYAMLError, source: str) -> str:
+    mark = exc.problem_mark
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+    problem = exc.problem or str(exc)
+    if "'\\t'" in problem:
+        problem += " (indent YAML with spaces, not tabs)"
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        return f"{where}: {problem}"
+    return f"{where}: YAML syntax error: {problem}"
+
+
+_TOP_LEVEL_KINDS = {"list": "a list", "str": "a single string", "int": "a number"}
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse YAML text into a Config, or raise ConfigError with one line per problem."""
+    loader = _StrictLoader(text)
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        root = loader.get_single_node()
+        raw = None if root is None else loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
-        raise ConfigError([f"{source}: YAML syntax error at {where}: {exc.problem}"]) from None
+        raise ConfigError([_yaml_error(exc, source)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: YAML error: {exc}"]) from None
+    finally:
+        loader.dispose()
     if raw is None:
-        raise ConfigError([f"{source}: the file is empty"])
+        raise ConfigError([f"{source}: the file is empty (no settings, only comments or blanks)"])
     if not isinstance(raw, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping, not {type(raw).__name__}"])
+        kind = _TOP_LEVEL_KINDS.get(type(raw).__name__, type(raw).__name__)
+        raise ConfigError(
+            [f"{source}: the top level must be a mapping (agent_id: ..., tunnels: ...), not {kind}"]
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             return Config.model_validate(raw)
         except ValidationError as exc:
-            raise ConfigError(
-                [f"{source}: {line}" for line in _validation_lines(exc, raw)]
-            ) from None
+            raise ConfigError(_validation_lines(exc, raw, root, source)) from None
 
 
 def load_config(path: Path) -> Config:
     """Read and parse a config file; unreadable files are a ConfigError too."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
     except IsADirectoryError:
         raise ConfigError([f"{path}: is a directory, not a config file"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            [f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[exc.start]:02x})"]
+        ) from None
     return parse_config(text, str(path))
 
 
