@@ -333,7 +333,13 @@ class ExaBgpSettings(_Model):
     # supervise: the agent starts exabgp from a generated config.
     # process: exabgp starts the agent as its API process (stdin/stdout).
     mode: Literal["supervise", "process"] = "supervise"
-    executable: str = "exabgp"
+    # supervise only: the command starting exabgp, split like a shell would
+    # (e.g. "ip netns exec site-a exabgp" to run it in another namespace).
+    executable: str = Field(default="exabgp", min_length=1)
+    # supervise only: where the generated exabgp.conf and the API socket live.
+    workdir: Path = Path("/run/vti-failover/exabgp")
+    # How long an announce/withdraw may wait for exabgp's done/error before it is an error.
+    ack_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
 
 class Dampening(_Model):

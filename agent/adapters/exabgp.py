@@ -1,0 +1,439 @@
+"""BGP through ExaBGP: announce/withdraw actions become API lines; ExaBGP's JSON becomes events.
+
+One object is both the Actuator (AnnouncePrefix / WithdrawPrefix) and the Source
+(BgpNeighborUp/Down, BgpRouteLearned/Withdrawn). It keeps the announcements the core
+asked for and replays them whenever a neighbor comes up or ExaBGP (re)connects, so a
+restart on either side ends with the same announcements. Two ways to reach ExaBGP:
+supervise (we start `exabgp` from a generated config; its API process relays to our Unix
+socket) and process (ExaBGP started us; we speak on stdin/stdout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+from agent.adapters import exabgp_api as api
+from agent.adapters.exabgp_config import exabgp_conf, exabgp_env
+from agent.config import Config
+from agent.core.actions import Action, AnnouncePrefix, WithdrawPrefix
+from agent.core.events import (
+    BgpNeighborDown,
+    BgpNeighborUp,
+    BgpRouteLearned,
+    BgpRouteWithdrawn,
+    Event,
+)
+from agent.ports import AdapterError, Emit
+
+__all__ = ["ExaBgpAdapter"]
+
+log = logging.getLogger("vti_failover.exabgp")
+
+Mode = Literal["supervise", "process"]
+Key = tuple[str, str]  # (neighbor, canonical prefix)
+
+_BACKLOG = 10_000
+_RESTART_MIN_S = 0.5
+_RESTART_MAX_S = 30.0
+_STOP_WAIT_S = 5.0
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Session:
+    """One live API channel to one ExaBGP; acks come back in command order."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self.writer = writer
+        self.pending: collections.deque[tuple[str, asyncio.Future[bool]]] = collections.deque()
+        self.closed = False
+
+    def send(self, lines: Sequence[str]) -> list[asyncio.Future[bool]]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for line in lines:
+            fut: asyncio.Future[bool] = loop.create_future()
+            self.pending.append((line, fut))
+            futures.append(fut)
+        if lines:
+            self.writer.write("".join(f"{line}\n" for line in lines).encode())
+        return futures
+
+    def answered(self, ok: bool) -> None:
+        if not self.pending:
+            log.warning("exabgp answered %s with no command outstanding", "done" if ok else "error")
+            return
+        line, fut = self.pending.popleft()
+        if not ok:
+            log.error("exabgp refused: %s", line)
+        if not fut.done():
+            fut.set_result(ok)
+
+    def fail_pending(self) -> None:
+        self.closed = True
+        while self.pending:
+            _, fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_result(False)
+
+
+class ExaBgpAdapter:
+    """Actuator and Source for BGP over ExaBGP 5 (see the module docstring)."""
+
+    name = "exabgp"
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        mode: Mode | None = None,
+        workdir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._mode: Mode = mode if mode is not None else cfg.exabgp.mode
+        self._workdir = workdir if workdir is not None else cfg.exabgp.workdir
+        self._desired: dict[Key, AnnouncePrefix] = {}
+        self._up: set[str] = set()
+        self._session: _Session | None = None
+        self._emit: Emit | None = None
+        self._backlog: collections.deque[Event] = collections.deque(maxlen=_BACKLOG)
+        self._process: asyncio.subprocess.Process | None = None
+        self._restart_now = False
+        self._connected = asyncio.Event()
+        self.lines_sent = 0
+        self.last_write_at: float | None = None
+        self.configure(cfg)
+
+    # -- configuration ---------------------------------------------------------------
+
+    def configure(self, cfg: Config) -> None:
+        """Adopt a reloaded config; a supervised exabgp restarts if its config changed."""
+        if cfg.bgp is None:
+            raise AdapterError("the exabgp adapter needs a bgp section in the config")
+        self._cfg = cfg
+        self._local_as = cfg.bgp.local_as
+        self._tunnel_of: dict[str, str] = {}
+        self._local_of: dict[str, str] = {}
+        for t in cfg.tunnels:
+            neighbor = str(cfg.neighbor_of(t))
+            self._tunnel_of[neighbor] = t.name
+            self._local_of[neighbor] = str(t.inner.local.ip)
+        self._ack_timeout_s = cfg.exabgp.ack_timeout_s
+        self._executable = shlex.split(cfg.exabgp.executable)
+        if (
+            self._mode == "supervise"
+            and self._process is not None
+            and self._conf_path.read_text() != self._conf_text()
+        ):
+            log.info("exabgp config changed: restarting exabgp")
+            self._restart_now = True
+            self._terminate()
+
+    @property
+    def socket_path(self) -> Path:
+        return self._workdir / "api.sock"
+
+    @property
+    def _conf_path(self) -> Path:
+        return self._workdir / "exabgp.conf"
+
+    def _conf_text(self) -> str:
+        relay = [sys.executable, "-m", "agent.adapters.exabgp_relay", str(self.socket_path)]
+        return exabgp_conf(self._cfg, relay)
+
+    # -- Actuator --------------------------------------------------------------------
+
+    def wants(self, action: Action) -> bool:
+        return isinstance(action, AnnouncePrefix | WithdrawPrefix)
+
+    async def apply(self, actions: Sequence[Action]) -> None:
+        """Record the wanted announcements; send the changes and wait for ExaBGP's acks.
+
+        Without a connected ExaBGP nothing is lost: the set is replayed when it connects.
+        """
+        lines: list[str] = []
+        for action in actions:
+            if isinstance(action, AnnouncePrefix):
+                key = (action.neighbor, api.canonical_prefix(action.prefix))
+                if self._desired.get(key) == action:
+                    continue
+                self._desired[key] = action
+                lines.append(self._announce(action))
+            elif isinstance(action, WithdrawPrefix):
+                key = (action.neighbor, api.canonical_prefix(action.prefix))
+                self._desired.pop(key, None)
+                lines.append(api.withdraw_line(action, self._local_of.get(action.neighbor)))
+        session = self._session
+        if not lines or session is None or session.closed:
+            if lines:
+                log.info("exabgp not connected: %d change(s) kept for replay", len(lines))
+            return
+        futures = self._send(session, lines)
+        try:
+            async with asyncio.timeout(self._ack_timeout_s):
+                answers = await asyncio.gather(*futures)
+        except TimeoutError as exc:
+            raise AdapterError(
+                f"exabgp did not answer {len(lines)} command(s) within {self._ack_timeout_s}s"
+            ) from exc
+        refused = [line for line, ok in zip(lines, answers, strict=True) if not ok]
+        if refused:
+            raise AdapterError(f"exabgp refused {len(refused)} command(s), first: {refused[0]}")
+
+    async def close(self, cleanup: bool) -> None:
+        session = self._session
+        if cleanup and session is not None and not session.closed and self._desired:
+            lines = [
+                api.withdraw_line(
+                    WithdrawPrefix(neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix),
+                    self._local_of.get(a.neighbor),
+                )
+                for a in self._desired.values()
+            ]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._ack_timeout_s):
+                    await asyncio.gather(*self._send(session, lines))
+        self._desired.clear()
+        await self._stop_exabgp()
+
+    # -- Source and connection -------------------------------------------------------
+
+    async def run(self, emit: Emit | None = None) -> None:
+        """As a Source (with emit): deliver events. As an Actuator: hold the ExaBGP link."""
+        if emit is not None:
+            await self._deliver(emit)
+        elif self._mode == "process":
+            await self._run_stdio()
+        else:
+            await self._supervise()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def _deliver(self, emit: Emit) -> None:
+        self._emit = emit
+        try:
+            while self._backlog:
+                emit(self._backlog.popleft())
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self._emit = None
+
+    def _event(self, event: Event) -> None:
+        if self._emit is not None:
+            self._emit(event)
+        else:
+            self._backlog.append(event)
+
+    def _announce(self, action: AnnouncePrefix) -> str:
+        return api.announce_line(action, self._local_as, self._local_of.get(action.neighbor))
+
+    def _send(self, session: _Session, lines: Sequence[str]) -> list[asyncio.Future[bool]]:
+        futures = session.send(lines)
+        self.lines_sent += len(lines)
+        self.last_write_at = self._clock()
+        return futures
+
+    def _replay(self, session: _Session, neighbor: str | None) -> None:
+        """Send the wanted announcements (of one neighbor, or all) without waiting for acks."""
+        lines = [
+            self._announce(a)
+            for (n, _), a in sorted(self._desired.items())
+            if neighbor is None or n == neighbor
+        ]
+        if lines:
+            log.info("exabgp: replaying %d announcement(s) to %s", len(lines), neighbor or "all")
+            self._send(session, lines)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: _Writer) -> None:
+        """Speak with one connected ExaBGP until it goes away."""
+        old = self._session
+        if old is not None:
+            old.fail_pending()
+            old.writer.close()
+        session = _Session(writer)
+        self._session = session
+        self._connected.set()
+        # A fresh ExaBGP (or relay) may have lost what we announced: give it everything.
+        self._replay(session, None)
+        try:
+            while True:
+                try:
+                    raw = await reader.readline()
+                except ValueError:
+                    # A line longer than the reader's limit: skip it, keep the session.
+                    log.warning("exabgp: over-long line dropped")
+                    continue
+                if not raw:
+                    break
+                if self._handle(session, raw.decode("utf-8", "replace")):
+                    break
+        finally:
+            session.fail_pending()
+            if self._session is session:
+                self._session = None
+                self._connected.clear()
+                self._all_down()
+
+    def _all_down(self) -> None:
+        for neighbor in sorted(self._up):
+            self._event(BgpNeighborDown(tunnel=self._tunnel_of[neighbor], at=self._clock()))
+        self._up.clear()
+
+    def _handle(self, session: _Session, line: str) -> bool:
+        """Act on one line from ExaBGP; True when ExaBGP says it is shutting down."""
+        if not line.strip():
+            return False
+        try:
+            msg = api.parse_line(line)
+        except api.ApiParseError as exc:
+            log.warning("exabgp: %s", exc)
+            return False
+        now = self._clock()
+        match msg:
+            case api.Ack(shutdown=True):
+                log.info("exabgp is shutting down")
+                return True
+            case api.Ack(ok=ok):
+                session.answered(ok)
+            case api.NeighborChanged(peer=peer, state=state, reason=reason):
+                tunnel = self._tunnel_of.get(peer)
+                if tunnel is None:
+                    log.warning("exabgp: state of unknown neighbor %s ignored", peer)
+                elif state == "up":
+                    self._up.add(peer)
+                    self._event(BgpNeighborUp(tunnel=tunnel, at=now))
+                    self._replay(session, peer)
+                elif state == "down":
+                    log.info("exabgp: neighbor %s (%s) down: %s", peer, tunnel, reason or "-")
+                    self._up.discard(peer)
+                    self._event(BgpNeighborDown(tunnel=tunnel, at=now))
+            case api.RoutesChanged(peer=peer, announced=announced, withdrawn=withdrawn):
+                tunnel = self._tunnel_of.get(peer)
+                if tunnel is None:
+                    log.warning("exabgp: routes from unknown neighbor %s ignored", peer)
+                    return False
+                for prefix in withdrawn:
+                    self._event(BgpRouteWithdrawn(tunnel=tunnel, prefix=prefix, at=now))
+                for prefix in announced:
+                    self._event(BgpRouteLearned(tunnel=tunnel, prefix=prefix, at=now))
+            case api.Ignored():
+                pass
+        return False
+
+    # -- process mode: ExaBGP started us ---------------------------------------------
+
+    async def _run_stdio(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
+        await self._serve(reader, transport)
+        raise AdapterError("exabgp closed the API pipe (it stopped or restarted)")
+
+    # -- supervise mode: we start ExaBGP ---------------------------------------------
+
+    async def _supervise(self) -> None:
+        try:
+            self._workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.socket_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise AdapterError(f"exabgp workdir {self._workdir}: {exc.strerror}") from exc
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await self._serve(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_unix_server(
+            on_connection, path=str(self.socket_path), limit=1 << 20
+        )
+        delay = _RESTART_MIN_S
+        try:
+            async with server:
+                while True:
+                    started = self._clock()
+                    rc = await self._run_exabgp_once()
+                    if self._restart_now:
+                        self._restart_now = False
+                        delay = _RESTART_MIN_S
+                        continue
+                    if self._clock() - started > _RESTART_MAX_S:
+                        delay = _RESTART_MIN_S
+                    log.warning("exabgp exited with status %s; restarting in %.1fs", rc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RESTART_MAX_S)
+        finally:
+            await self._stop_exabgp()
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
+
+    async def _run_exabgp_once(self) -> int:
+        text = self._conf_text()
+        try:
+            self._conf_path.write_text(text)
+        except OSError as exc:
+            raise AdapterError(f"cannot write {self._conf_path}: {exc.strerror}") from exc
+        env = {**os.environ, **exabgp_env()}
+        cmd = [*self._executable, str(self._conf_path)]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise AdapterError(f"cannot start exabgp ({shlex.join(cmd)}): {exc}") from exc
+        self._process = proc
+        log.info("started exabgp (pid %d): %s", proc.pid, shlex.join(cmd))
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            tail.append(line)
+            log.debug("exabgp: %s", line)
+        rc = await proc.wait()
+        self._process = None
+        if rc != 0 and not self._restart_now:
+            for line in tail:
+                log.warning("exabgp output: %s", line)
+        return rc
+
+    def _terminate(self) -> None:
+        proc = self._process
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    async def _stop_exabgp(self) -> None:
+        proc = self._process
+        if proc is None or proc.returncode is not None:
+            return
+        self._terminate()
+        try:
+            async with asyncio.timeout(_STOP_WAIT_S):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()

@@ -1,0 +1,197 @@
+"""ExaBGP 5 line protocol: actions become command lines, lines from ExaBGP become values.
+
+Pure translation, no I/O: `announce_line` / `withdraw_line` render the text API
+(`neighbor X announce route ...`), `parse_line` reads what ExaBGP writes to its API
+process (`done` / `error` acks and one JSON object per line with `encoder json`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agent.core.actions import AnnouncePrefix, WithdrawPrefix
+
+__all__ = [
+    "Ack",
+    "ApiParseError",
+    "Ignored",
+    "Message",
+    "NeighborChanged",
+    "RoutesChanged",
+    "announce_line",
+    "canonical_address",
+    "canonical_prefix",
+    "parse_line",
+    "withdraw_line",
+]
+
+# The families whose NLRI are plain prefixes; anything else a peer sends is not ours.
+_UNICAST = ("ipv4 unicast", "ipv6 unicast")
+
+
+class ApiParseError(ValueError):
+    """A line from ExaBGP that is neither an ack nor JSON we can read."""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """ExaBGP's answer to the oldest unanswered command (`shutdown` when it is exiting)."""
+
+    ok: bool
+    shutdown: bool = False
+
+
+@dataclass(frozen=True)
+class NeighborChanged:
+    peer: str
+    state: str  # up | down | connected
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RoutesChanged:
+    """One UPDATE received from a neighbor, as canonical prefix strings."""
+
+    peer: str
+    announced: tuple[str, ...]
+    withdrawn: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Valid JSON we do not act on (keepalives, EoR, other families, notifications...)."""
+
+    kind: str
+
+
+Message = Ack | NeighborChanged | RoutesChanged | Ignored
+
+
+def canonical_prefix(text: str) -> str:
+    """`10.2.0.0/24`, `2001:db8:b::/48`: compressed, host bits cleared."""
+    return str(ipaddress.ip_network(text, strict=False))
+
+
+def _next_hop(prefix: str, local: str | None) -> str:
+    """`self` when the prefix matches the session's family; ExaBGP refuses that otherwise.
+
+    An IPv6 prefix over an IPv4 session goes out with the IPv4-mapped local address,
+    which is what BIRD and FRR send and accept in that case (RFC 4291 section 2.5.5.2).
+    """
+    net = ipaddress.ip_network(prefix, strict=False)
+    if local is None:
+        return "self"
+    addr = ipaddress.ip_address(local)
+    if net.version == addr.version:
+        return "self"
+    if net.version == 6:
+        return f"::ffff:{addr}"
+    return "self"
+
+
+def announce_line(action: AnnouncePrefix, local_as: int, local_address: str | None) -> str:
+    """The ExaBGP 5 command announcing `action.prefix` to one neighbor with its attributes.
+
+    An explicit AS path replaces ExaBGP's default ([local AS]) for eBGP, so a prepend is
+    written as the local AS 1 + N times: the peer still sees us as the first AS.
+    """
+    parts = [
+        f"neighbor {action.neighbor} announce route {canonical_prefix(action.prefix)}",
+        f"next-hop {_next_hop(action.prefix, local_address)}",
+        "origin igp",
+        f"med {action.med}",
+    ]
+    if action.as_path_prepend:
+        path = " ".join([str(local_as)] * (1 + action.as_path_prepend))
+        parts.append(f"as-path [ {path} ]")
+    if action.communities:
+        parts.append(f"community [ {' '.join(action.communities)} ]")
+    return " ".join(parts)
+
+
+def withdraw_line(action: WithdrawPrefix, local_address: str | None) -> str:
+    return (
+        f"neighbor {action.neighbor} withdraw route {canonical_prefix(action.prefix)} "
+        f"next-hop {_next_hop(action.prefix, local_address)}"
+    )
+
+
+def parse_line(line: str) -> Message:
+    """Read one line ExaBGP wrote to its API process; raise ApiParseError if unreadable."""
+    text = line.strip()
+    if text == "done":
+        return Ack(ok=True)
+    if text == "error":
+        return Ack(ok=False)
+    if text == "shutdown":
+        return Ack(ok=False, shutdown=True)
+    if not text.startswith("{"):
+        raise ApiParseError(f"not an ack and not JSON: {_short(text)}")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiParseError(f"bad JSON ({exc.msg}): {_short(text)}") from exc
+    if not isinstance(obj, dict):
+        raise ApiParseError(f"JSON is not an object: {_short(text)}")
+    try:
+        return _message(obj)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ApiParseError(f"unexpected JSON ({exc!r}): {_short(text)}") from exc
+
+
+def _message(obj: dict[str, Any]) -> Message:
+    kind = obj.get("type")
+    if kind == "notification" and obj.get("notification") == "shutdown":
+        return Ack(ok=False, shutdown=True)
+    if kind not in {"state", "update"}:
+        return Ignored(str(kind))
+    neighbor = obj["neighbor"]
+    peer = canonical_address(neighbor["address"]["peer"])
+    if kind == "state":
+        state = neighbor["state"]
+        if not isinstance(state, str):
+            raise TypeError("state is not a string")
+        return NeighborChanged(peer=peer, state=state, reason=str(neighbor.get("reason", "")))
+    if neighbor.get("direction", "receive") != "receive":
+        return Ignored("update sent")
+    update = neighbor["message"].get("update")
+    if update is None:
+        # An End-of-RIB marker arrives as {"message": {"eor": {...}}}.
+        return Ignored("eor")
+    announced: list[str] = []
+    for family, by_nexthop in dict(update.get("announce", {})).items():
+        if family not in _UNICAST:
+            continue
+        for nlris in dict(by_nexthop).values():
+            announced.extend(_prefixes(nlris))
+    withdrawn: list[str] = []
+    for family, nlris in dict(update.get("withdraw", {})).items():
+        if family in _UNICAST:
+            withdrawn.extend(_prefixes(nlris))
+    if not announced and not withdrawn:
+        return Ignored("update without unicast prefixes")
+    return RoutesChanged(peer=peer, announced=tuple(announced), withdrawn=tuple(withdrawn))
+
+
+def _prefixes(nlris: Any) -> list[str]:
+    if not isinstance(nlris, list):
+        raise TypeError("NLRI list expected")
+    out = []
+    for item in nlris:
+        # `{"nlri": "10.0.0.0/24"}`, or a bare string with exabgp.api.compact.
+        text = item["nlri"] if isinstance(item, dict) else item
+        if not isinstance(text, str):
+            raise TypeError("prefix is not a string")
+        out.append(canonical_prefix(text))
+    return out
+
+
+def canonical_address(text: str) -> str:
+    return str(ipaddress.ip_address(text))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 120 else text[:117] + "..."
