@@ -1,0 +1,409 @@
+"""Netlink actuator: every privileged kernel write of the agent (link state, routes), nothing else.
+
+Reconcile, never replay: actions update the desired set; only the difference from what the
+kernel holds under our routing-protocol id is written, so the same desired state twice
+costs no netlink write. Routes of any other protocol are never changed or removed. The
+kernel silently drops a link's IPv4 routes when it goes admin-down and does not restore
+them: on SetLinkUp, on an observed link-up and every resync interval the kernel view is
+read again and what we own is put back. On start, routes already carrying our id are
+adopted, so a restart with the same desired state writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+from agent.adapters.links import link_view
+from agent.core.actions import Action, InstallRoute, RemoveRoute, Route, SetLinkDown, SetLinkUp
+from agent.ports import AdapterError, InterfaceNotFoundError, PermissionDeniedError
+
+__all__ = ["DEFAULT_ROUTE_PROTOCOL", "NetlinkActuator"]
+
+log = logging.getLogger("vti_failover.netlink")
+
+# Unused by iproute2, BIRD and FRR; name it in /etc/iproute2/rt_protos.d/vti-failover.conf.
+DEFAULT_ROUTE_PROTOCOL = 157
+RTN_UNICAST = 1
+RTM_NEWROUTE = 24
+IFF_UP = 0x1
+# The kernel stores an IPv6 route given metric 0 as 1024 (IP6_RT_PRIO_USER).
+IPV6_DEFAULT_METRIC = 1024
+
+# (family, table, prefix, metric): a route's identity in the kernel.
+Key = tuple[int, int, str, int]
+# (ifindex, gateway or None)
+Hop = tuple[int, str | None]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One kernel route message of ours: its next hops, and whether it is one multipath route."""
+
+    hops: frozenset[Hop]
+    multipath: bool
+
+
+def _key(route: Route) -> Key:
+    net = ipaddress.ip_network(route.prefix, strict=False)
+    family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    metric = route.metric
+    if family == socket.AF_INET6 and metric == 0:
+        metric = IPV6_DEFAULT_METRIC
+    return (family, route.table, str(net), metric)
+
+
+def _mapped(exc: BaseException, what: str) -> AdapterError:
+    code = getattr(exc, "code", None) if isinstance(exc, NetlinkError) else None
+    if code is None and isinstance(exc, OSError):
+        code = exc.errno
+    text = f"{what}: {exc}"
+    if code == errno.ENODEV:
+        return InterfaceNotFoundError(text)
+    if code in (errno.EPERM, errno.EACCES):
+        return PermissionDeniedError(text)
+    return AdapterError(text)
+
+
+def _errno(exc: BaseException) -> int | None:
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) else None
+
+
+class NetlinkActuator:
+    """Applies SetLinkUp/SetLinkDown/InstallRoute/RemoveRoute in one network namespace."""
+
+    name = "netlink"
+
+    def __init__(
+        self,
+        *,
+        route_protocol: int = DEFAULT_ROUTE_PROTOCOL,
+        resync_interval_s: float = 30.0,
+        netns: str | None = None,
+    ) -> None:
+        self.route_protocol = route_protocol
+        self.resync_interval_s = resync_interval_s
+        self.netns = netns
+        self._ipr: Any = None
+        self._lock = asyncio.Lock()
+        self._desired: dict[Key, Route] = {}
+        # What the kernel holds under our protocol id, as last read or written.
+        self._owned: dict[Key, list[_Entry]] = {}
+        self._index: dict[str, int] = {}
+        # Netlink writes so far: for tests and the benchmark, not for decisions.
+        self.writes = 0
+
+    def wants(self, action: Action) -> bool:
+        return isinstance(action, SetLinkUp | SetLinkDown | InstallRoute | RemoveRoute)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _socket(self, **extra: Any) -> Any:
+        kwargs: dict[str, Any] = dict(extra)
+        if self.netns is not None:
+            kwargs.update(netns=self.netns, flags=0)
+        return AsyncIPRoute(**kwargs)
+
+    async def _open(self) -> Any:
+        """The request socket, opened on first use with our routes adopted from the kernel."""
+        if self._ipr is None:
+            try:
+                self._ipr = self._socket()
+                await self._refresh()
+            except (NetlinkError, OSError) as exc:
+                self._drop_socket()
+                raise _mapped(exc, "netlink open") from exc
+            log.info("adopted %d route(s) of protocol %d", len(self._owned), self.route_protocol)
+        return self._ipr
+
+    def _drop_socket(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    async def run(self) -> None:
+        """Watch links: a link coming up (or a recreated one) gets our routes back."""
+        async with self._lock:
+            try:
+                await self._open()
+            except AdapterError as exc:
+                log.error("%s", exc)
+        while True:
+            try:
+                await self._watch_links()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed monitor is retried, never fatal
+                log.warning("link monitor failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _watch_links(self) -> None:
+        monitor = self._socket()
+        up: dict[int, bool] = {}
+        try:
+            await monitor.bind(groups=RTMGRP_LINK)
+            async for msg in await monitor.link("dump"):
+                view = link_view(msg)
+                if view is not None:
+                    up[view.index] = view.admin_up
+            while True:
+                raised = False
+                try:
+                    async with asyncio.timeout(self.resync_interval_s):
+                        got = False
+                        async for msg in monitor.get():
+                            got = True
+                            view = link_view(msg)
+                            if view is None:
+                                continue
+                            self._note_index(view.index, view.name, view.present)
+                            if view.admin_up and not up.get(view.index, False):
+                                raised = True
+                            up[view.index] = view.admin_up
+                            if not view.present:
+                                up.pop(view.index, None)
+                        if not got:
+                            raise ConnectionError("netlink socket closed")
+                except TimeoutError:
+                    raised = True
+                if raised:
+                    await self.resync()
+        finally:
+            monitor.close()
+
+    def _note_index(self, index: int, name: str | None, present: bool) -> None:
+        # A recreated interface (charon's updown scripts do that) comes back with a new index.
+        for known in [n for n, i in self._index.items() if i == index]:
+            del self._index[known]
+        if present and name is not None:
+            self._index[name] = index
+
+    async def resync(self) -> None:
+        """Read our routes back from the kernel and put back whatever is missing."""
+        async with self._lock:
+            try:
+                await self._open()
+                self._index.clear()
+                await self._refresh()
+                await self._sync(list(self._desired))
+            except AdapterError as exc:
+                log.error("%s", exc)
+
+    async def close(self, cleanup: bool) -> None:
+        async with self._lock:
+            try:
+                if cleanup:
+                    await self._open()
+                    await self._refresh()
+                    self._desired.clear()
+                    await self._sync(list(self._owned))
+            finally:
+                self._drop_socket()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def apply(self, actions: Sequence[Action]) -> None:
+        async with self._lock:
+            await self._open()
+            errors: list[AdapterError] = []
+            touched: list[Key] = []
+            for action in actions:
+                try:
+                    if isinstance(action, SetLinkUp | SetLinkDown):
+                        raised = await self._set_link(
+                            action.interface, isinstance(action, SetLinkUp)
+                        )
+                        if raised:
+                            # The kernel forgot this link's IPv4 routes when it went down.
+                            await self._refresh()
+                            touched.extend(self._desired)
+                    elif isinstance(action, InstallRoute):
+                        key = _key(action.route)
+                        self._desired[key] = action.route
+                        touched.append(key)
+                    elif isinstance(action, RemoveRoute):
+                        key = _key(action.route)
+                        if key in self._desired and self._desired[key] == action.route:
+                            del self._desired[key]
+                        touched.append(key)
+                except AdapterError as exc:
+                    errors.append(exc)
+                # Make-before-break: the core orders links, installs, removals; keep it.
+                errors += await self._sync(touched)
+                touched = []
+            if len(errors) == 1:
+                raise errors[0]
+            if errors:
+                raise AdapterError("; ".join(str(e) for e in errors)) from errors[0]
+
+    async def _set_link(self, interface: str, up: bool) -> bool:
+        """Set admin state if it differs; True when the link was raised just now."""
+        ipr = self._ipr
+        what = f"set link {interface} {'up' if up else 'down'}"
+        try:
+            index = await self._ifindex(interface)
+            (link,) = await ipr.link("get", index=index)
+            if bool(link.get("flags", 0) & IFF_UP) == up:
+                return False
+            self.writes += 1
+            await ipr.link("set", index=index, state="up" if up else "down")
+        except (NetlinkError, OSError) as exc:
+            raise _mapped(exc, what) from exc
+        log.info("%s", what)
+        return up
+
+    async def _ifindex(self, interface: str) -> int:
+        index = self._index.get(interface)
+        if index is None:
+            found = await self._ipr.link_lookup(ifname=interface)
+            if not found:
+                raise InterfaceNotFoundError(f"interface {interface} not found")
+            index = self._index[interface] = int(found[0])
+        return index
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        """Read every route carrying our protocol id (both families, all tables)."""
+        owned: dict[Key, list[_Entry]] = {}
+        for family in (socket.AF_INET, socket.AF_INET6):
+            async for msg in await self._ipr.route("dump", family=family):
+                if msg.get("proto") != self.route_protocol or msg.get("type") != RTN_UNICAST:
+                    continue
+                key, entry = self._parse(msg, family)
+                owned.setdefault(key, []).append(entry)
+        self._owned = owned
+
+    @staticmethod
+    def _parse(msg: Any, family: int) -> tuple[Key, _Entry]:
+        dst = msg.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
+        prefix = str(ipaddress.ip_network(f"{dst}/{msg.get('dst_len', 0)}", strict=False))
+        table = int(msg.get("table") or msg.get("RTA_TABLE") or 0)
+        metric = int(msg.get("priority") or 0)
+        multipath = msg.get("multipath")
+        if multipath:
+            hops = frozenset((int(nh["oif"]), nh.get("gateway")) for nh in multipath)
+        else:
+            hops = frozenset({(int(msg.get("oif") or 0), msg.get("gateway"))})
+        return (family, table, prefix, metric), _Entry(hops, bool(multipath))
+
+    async def _wanted_hops(self, route: Route) -> frozenset[Hop]:
+        return frozenset([(await self._ifindex(h.interface), h.gateway) for h in route.nexthops])
+
+    async def _sync(self, keys: Iterable[Key]) -> list[AdapterError]:
+        """Write the difference between desired and owned for these keys; report, never stop."""
+        errors: list[AdapterError] = []
+        for key in dict.fromkeys(keys):
+            want = self._desired.get(key)
+            have = self._owned.get(key)
+            try:
+                if want is None:
+                    if have:
+                        await self._delete(key, have)
+                    continue
+                hops = await self._wanted_hops(want)
+                if have and frozenset().union(*(e.hops for e in have)) == hops:
+                    continue
+                await self._write(key, want, hops, have)
+            except AdapterError as exc:
+                errors.append(exc)
+        return errors
+
+    def _base(self, key: Key) -> dict[str, Any]:
+        family, table, prefix, metric = key
+        return {
+            "family": family,
+            "dst": prefix,
+            "table": table,
+            "priority": metric,
+            "proto": self.route_protocol,
+        }
+
+    @staticmethod
+    def _hop_args(hop: Hop) -> dict[str, Any]:
+        oif, gateway = hop
+        return {"oif": oif, "gateway": gateway} if gateway else {"oif": oif}
+
+    async def _route(self, command: str, route: str, **kwargs: Any) -> None:
+        self.writes += 1
+        try:
+            await self._ipr.route(command, **kwargs)
+        except (NetlinkError, OSError) as exc:
+            raise _mapped(exc, f"{command} route {route}") from exc
+
+    async def _write(
+        self, key: Key, route: Route, hops: frozenset[Hop], have: list[_Entry] | None
+    ) -> None:
+        family = key[0]
+        ordered = sorted(hops, key=lambda h: (h[0], h[1] or ""))
+        # IPv6 takes multipath only with a gateway on every hop; device-only hops (VTI,
+        # XFRM) go in as separate routes of the same metric.
+        split = family == socket.AF_INET6 and len(ordered) > 1 and not all(g for _, g in ordered)
+        try:
+            if have and family == socket.AF_INET and not split:
+                await self._route("replace", str(route), **self._base(key), **self._spec(ordered))
+            else:
+                if have:
+                    await self._delete(key, have)
+                if split:
+                    for n, hop in enumerate(ordered):
+                        await self._route(
+                            "add" if n == 0 else "append",
+                            str(route),
+                            **self._base(key),
+                            **self._hop_args(hop),
+                        )
+                else:
+                    await self._route("add", str(route), **self._base(key), **self._spec(ordered))
+        except AdapterError as exc:
+            code = _errno(exc.__cause__) if exc.__cause__ is not None else None
+            if code == errno.ENETDOWN:
+                # The link is admin-down: the route goes in when it comes up (resync).
+                log.info("route %s waits for its link: %s", route, exc)
+                self._owned.pop(key, None)
+                return
+            if code == errno.EEXIST:
+                raise AdapterError(
+                    f"route {route}: the kernel already has a route to {key[2]} metric "
+                    f"{key[3]} table {key[1]} that is not ours; left untouched"
+                ) from exc
+            raise
+        self._owned[key] = (
+            [_Entry(frozenset({h}), False) for h in ordered]
+            if split
+            else [_Entry(hops, len(ordered) > 1)]
+        )
+        log.info("installed route %s", route)
+
+    def _spec(self, hops: list[Hop]) -> dict[str, Any]:
+        if len(hops) == 1:
+            return self._hop_args(hops[0])
+        return {"multipath": [self._hop_args(h) for h in hops]}
+
+    async def _delete(self, key: Key, have: list[_Entry]) -> None:
+        label = f"{key[2]} metric {key[3]} table {key[1]}"
+        try:
+            if key[0] == socket.AF_INET:
+                # proto in the request: the kernel deletes only a route of our protocol.
+                await self._route("del", label, **self._base(key))
+            else:
+                for entry in have:
+                    hop_args = {} if entry.multipath else self._hop_args(next(iter(entry.hops)))
+                    await self._route("del", label, **self._base(key), **hop_args)
+        except AdapterError as exc:
+            if exc.__cause__ is None or _errno(exc.__cause__) != errno.ESRCH:
+                raise
+            # Already gone (the kernel flushed it with its link): the goal is met.
+        self._owned.pop(key, None)
+        log.info("removed route %s", label)
