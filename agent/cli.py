@@ -52,9 +52,16 @@ def _summary(cfg: Config) -> list[str]:
         f"policy {cfg.policy.mode.value}"
     ]
     for t in sorted(cfg.tunnels, key=lambda t: (t.effective_priority, t.name)):
-        ident = f"key {t.sa_mark}" if t.sa_mark is not None else f"if_id {t.if_id}"
+        if t.if_id is not None:
+            ident = f" (if_id {t.if_id})"
+        elif t.key is not None:
+            ident = f" (key {t.key})"
+        elif t.mark is not None:
+            ident = f" (mark {t.mark})"
+        else:
+            ident = ""
         lines.append(
-            f"  {t.name}: {t.kind.value} {t.interface} ({ident}) {t.underlay.local} -> "
+            f"  {t.name}: {t.kind.value} {t.interface}{ident} {t.underlay.local} -> "
             f"{t.underlay.remote}, inner {t.inner.local} peer {t.inner.peer}, "
             f"priority {t.effective_priority}, sources {','.join(s.value for s in t.sources)}"
         )
