@@ -42,6 +42,7 @@ __all__ = [
     "LinkControl",
     "MetricsSettings",
     "MqttSettings",
+    "NetlinkSettings",
     "Policy",
     "PolicyMode",
     "ProbeKind",
@@ -482,6 +483,17 @@ class ViciSettings(_Model):
     poll_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
 
 
+class NetlinkSettings(_Model):
+    """The netlink actuator's routing-table settings."""
+
+    # The routing-protocol id on every route the agent installs; it changes only routes
+    # carrying it. Name it for `ip route`: echo "157 vti-failover" >
+    # /etc/iproute2/rt_protos.d/vti-failover.conf. 0-4 are the kernel's own.
+    route_protocol: Annotated[int, Field(ge=5, le=255)] = 157
+    # Read our routes back this often when nothing else happened, and repair what is missing.
+    resync_interval_s: Seconds = 30.0
+
+
 class Config(_Model):
     agent_id: Name
     tunnels: tuple[Tunnel, ...] = Field(min_length=1)
@@ -493,6 +505,7 @@ class Config(_Model):
     mqtt: MqttSettings | None = None
     metrics: MetricsSettings = MetricsSettings()
     vici: ViciSettings = ViciSettings()
+    netlink: NetlinkSettings = NetlinkSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
