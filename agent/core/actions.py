@@ -76,6 +76,12 @@ class SetLinkDown(Action):
 
 @dataclass(frozen=True)
 class InstallRoute(Action):
+    """Install the route, replacing any route of the same (prefix, table, metric).
+
+    The kernel keeps one route per identity, so moving a prefix from one next hop to
+    another is a single atomic replace; the core then emits no RemoveRoute for that identity.
+    """
+
     route: Route
 
     def __str__(self) -> str:
@@ -84,6 +90,8 @@ class InstallRoute(Action):
 
 @dataclass(frozen=True)
 class RemoveRoute(Action):
+    """Remove the route of this (prefix, table, metric): no route of that identity is wanted."""
+
     route: Route
 
     def __str__(self) -> str:

@@ -45,7 +45,8 @@ def settle(d: DampState, rules: Dampening, now: float) -> DampState:
     # The tolerance keeps a timer set for exactly reuse_at from missing by a rounding error.
     if (
         penalty_at(d, rules, now) <= rules.reuse_below * (1 + 1e-9)
-        or now - d.suppressed_since >= rules.max_suppress_s
+        # The same sum as reuse_at, so a timer set for the cap finds it passed.
+        or now >= d.suppressed_since + rules.max_suppress_s
     ):
         return DampState(penalty=penalty_at(d, rules, now), updated_at=now, suppressed_since=None)
     return d

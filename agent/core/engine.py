@@ -8,6 +8,7 @@ links down, then alerts and state reports.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -84,6 +85,7 @@ def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, l
     usable_since = {n: s for n, s in state.usable_since.items() if n in health}
     learned = {n: p for n, p in state.learned.items() if n in health}
     carriers = tuple(c for c in state.carriers if c in health)
+    reported = {n: r for n, r in state.reported.items() if n in health}
     new = replace(
         state,
         cfg=cfg,
@@ -92,15 +94,44 @@ def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, l
         usable_since=usable_since,
         learned=learned,
         carriers=carriers,
-        # Tunnels that vanished from the config must still be undone: keep their links
-        # in the diff by leaving `asked` as it was.
+        reported=reported,
+        # Tunnels that vanished from the config must still be undone: `asked` stays as it
+        # was, so the diff removes their routes and gives back the links held down.
     )
-    return _decide(new, now)
+    return _decide(new, now, old_cfg=state.cfg)
 
 
 def _tunnel_of(event: ev.Event) -> str | None:
     tunnel = getattr(event, "tunnel", None)
     return tunnel if isinstance(tunnel, str) else None
+
+
+def _prefix(text: str) -> str | None:
+    """A peer's prefix in canonical form, or None when it is not a prefix at all."""
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        return None
+
+
+def _echo(state: CoreState, event: ev.LinkChanged) -> bool:
+    """The link went admin-down because the core asked for it: our own doing, not evidence."""
+    return (
+        event.present
+        and not event.admin_up
+        and state.asked.links.get(event.tunnel) is False
+        and state.health[event.tunnel].link_present
+    )
+
+
+def _forget_link(asked: pol.Desired, cfg: Config, name: str) -> pol.Desired:
+    """An interface that reappeared lost its routes and admin state: ask for them again."""
+    iface = cfg.tunnel(name).interface
+    return replace(
+        asked,
+        links={n: up for n, up in asked.links.items() if n != name},
+        routes=frozenset(r for r in asked.routes if all(h.interface != iface for h in r.nexthops)),
+    )
 
 
 def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list[act.Action]]:
@@ -112,25 +143,37 @@ def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list
         return state, []
     health = dict(state.health)
     learned = dict(state.learned)
+    asked = state.asked
     if isinstance(event, ev.SourceLost | ev.SourceRecovered):
         for n, h in state.health.items():
             health[n] = hl.observe(h, event, rules_for(cfg, n), now)
     elif isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
         assert name is not None
         health[name] = hl.admin(health[name], event, now)
-    elif isinstance(event, ev.BgpRouteLearned):
-        learned[event.tunnel] = learned.get(event.tunnel, frozenset()) | {event.prefix}
-    elif isinstance(event, ev.BgpRouteWithdrawn):
-        learned[event.tunnel] = learned.get(event.tunnel, frozenset()) - {event.prefix}
+    elif isinstance(event, ev.BgpRouteLearned | ev.BgpRouteWithdrawn):
+        prefix = _prefix(event.prefix)
+        if prefix is None:
+            # A malformed prefix from a peer changes nothing (the adapter logs it).
+            return state, []
+        known = learned.get(event.tunnel, frozenset())
+        learned[event.tunnel] = (
+            known | {prefix} if isinstance(event, ev.BgpRouteLearned) else known - {prefix}
+        )
     elif name is not None:
         if isinstance(event, ev.BgpNeighborDown):
             # A lost session takes everything it taught us with it.
             learned[name] = frozenset()
+        if isinstance(event, ev.LinkChanged):
+            if _echo(state, event):
+                return _decide(state, now, before=state.health)
+            if event.present and not state.health[name].link_present:
+                asked = _forget_link(asked, cfg, name)
         health[name] = hl.observe(health[name], event, rules_for(cfg, name), now)
     judged = {n: h for n, h in health.items() if n == name or name is None}
     for n, h in judged.items():
         health[n] = hl.judge(h, rules_for(cfg, n), now)
-    return _decide(replace(state, health=health, learned=learned), now, before=state.health)
+    new = replace(state, health=health, learned=learned, asked=asked)
+    return _decide(new, now, before=state.health)
 
 
 def _usable(state: CoreState) -> list[str]:
@@ -158,6 +201,7 @@ def _decide(
     state: CoreState,
     now: float,
     before: Mapping[str, hl.TunnelHealth] | None = None,
+    old_cfg: Config | None = None,
 ) -> tuple[CoreState, list[act.Action]]:
     cfg = state.cfg
     state = replace(state, damping=_update_damping(state, before or state.health, now))
@@ -174,13 +218,18 @@ def _decide(
     both_down = not chosen
     carriers = chosen
     if both_down and cfg.policy.both_down is BothDown.KEEP_LAST:
-        carriers = state.carriers
-    if chosen and set(chosen) != set(state.carriers) and state.carriers:
+        # Drain means take traffic off: a drained tunnel is never the one kept.
+        carriers = tuple(
+            c for c in state.carriers if state.health[c].state is not hl.Health.ADMIN_DOWN
+        )
+    if chosen and state.both_down:
+        # One alert for the way out of both-down, whichever tunnel keep-last had kept.
+        why = "; ".join(f"{n} {state.health[n].reason}" for n in chosen)
+        alerts.append(_alert(state, "recovered", (), chosen, now, reason=why))
+    elif chosen and set(chosen) != set(state.carriers) and state.carriers:
         alerts.append(_carrier_alert(state, chosen, now))
     elif both_down and not state.both_down:
         alerts.append(_alert(state, "both-down", state.carriers, (), now))
-    if chosen and state.both_down:
-        alerts.append(_alert(state, "recovered", (), chosen, now))
     if before is not None:
         for n in chosen:
             if (
@@ -197,9 +246,11 @@ def _decide(
         standbys = ()
     routes, announcements = pol.desired_routing(cfg, carriers, standbys, state.learned)
     desired = pol.Desired(
-        links=pol.desired_links(cfg, state.health, now), routes=routes, announcements=announcements
+        links=pol.desired_links(cfg, state.health, now, carriers),
+        routes=routes,
+        announcements=announcements,
     )
-    actions = _diff(cfg, state.asked, desired)
+    actions = _diff(old_cfg or cfg, cfg, state.asked, desired)
     state = replace(state, carriers=carriers, both_down=both_down, asked=desired)
     state, reports = _reports(state, routes)
     return state, actions + alerts + reports
@@ -244,21 +295,33 @@ def _carrier_alert(state: CoreState, chosen: tuple[str, ...], now: float) -> act
     )
 
 
-def _diff(cfg: Config, old: pol.Desired, new: pol.Desired) -> list[act.Action]:
+def _route_id(r: act.Route) -> tuple[str, int, int]:
+    return (r.prefix, r.table, r.metric)
+
+
+def _diff(old_cfg: Config, cfg: Config, old: pol.Desired, new: pol.Desired) -> list[act.Action]:
     """Make-before-break order; nothing changed -> nothing emitted."""
+    was_iface = {t.name: t.interface for t in old_cfg.tunnels}
     iface = {t.name: t.interface for t in cfg.tunnels}
-    ups = [
-        act.SetLinkUp(iface[n], n)
-        for n, up in new.links.items()
-        if up and old.links.get(n) is not True
-    ]
-    downs = [
-        act.SetLinkDown(iface[n], n)
-        for n, up in new.links.items()
-        if not up and old.links.get(n) is not False
-    ]
+    ups: list[act.Action] = []
+    downs: list[act.Action] = []
+    for n, up in new.links.items():
+        was = old.links.get(n) if was_iface.get(n) == iface[n] else None
+        if up and was is not True:
+            ups.append(act.SetLinkUp(iface[n], n))
+        elif not up and was is not False:
+            downs.append(act.SetLinkDown(iface[n], n))
+    for n, up in old.links.items():
+        if not up and (n not in new.links or iface.get(n) != was_iface[n]):
+            # No longer ours to hold down (tunnel removed, renamed or link_control none).
+            ups.append(act.SetLinkUp(was_iface[n], n))
     installs = [act.InstallRoute(r) for r in sorted(new.routes - old.routes)]
-    removes = [act.RemoveRoute(r) for r in sorted(old.routes - new.routes)]
+    # An install replaces the route of its identity; removing that identity after it
+    # would delete the route just installed.
+    kept = {_route_id(r) for r in new.routes}
+    removes = [
+        act.RemoveRoute(r) for r in sorted(old.routes - new.routes) if _route_id(r) not in kept
+    ]
     announces = [
         a for key, a in sorted(new.announcements.items()) if old.announcements.get(key) != a
     ]

@@ -142,7 +142,15 @@ def _set_sa(h: TunnelHealth, source: str, view: SaView) -> TunnelHealth:
 def _push(h: TunnelHealth, ok: bool, rules: HealthRules, at: float) -> TunnelHealth:
     window = (*h.window, ok)[-rules.loss_window :]
     if ok:
-        return replace(h, window=window, ok_streak=h.ok_streak + 1, fail_streak=0)
+        # An answer ends a run of lost probes; a dead SA or link is still trouble.
+        still = h.sa is SaView.DOWN or not (h.link_present and h.link_oper_up)
+        return replace(
+            h,
+            window=window,
+            ok_streak=h.ok_streak + 1,
+            fail_streak=0,
+            trouble_since=h.trouble_since if still else None,
+        )
     trouble = h.trouble_since if h.trouble_since is not None else at
     return replace(
         h, window=window, ok_streak=0, fail_streak=h.fail_streak + 1, trouble_since=trouble
@@ -255,4 +263,14 @@ def admin(h: TunnelHealth, event: ev.AdminDisabled | ev.AdminEnabled, now: float
         return replace(h, state=Health.ADMIN_DOWN, since=now, reason=event.reason)
     if h.state is not Health.ADMIN_DOWN:
         return h
-    return replace(h, state=Health.INIT, since=now, reason="admin-enabled", ok_streak=0, window=())
+    # Probes lost while drained (the link was held down) say nothing about the tunnel now.
+    return replace(
+        h,
+        state=Health.INIT,
+        since=now,
+        reason="admin-enabled",
+        ok_streak=0,
+        fail_streak=0,
+        window=(),
+        trouble_since=None,
+    )

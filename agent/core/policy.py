@@ -23,6 +23,7 @@ __all__ = [
     "pending_preemptions",
     "preference",
     "probation_deadlines",
+    "ready_at",
     "remote_prefixes",
 ]
 
@@ -44,6 +45,17 @@ def preference(t: Tunnel, h: TunnelHealth) -> tuple[int, int, str]:
     return (0 if h.state is Health.UP else 1, t.effective_priority, t.name)
 
 
+def ready_at(
+    cfg: Config, name: str, health: Mapping[str, TunnelHealth], usable_since: Mapping[str, float]
+) -> float:
+    """When a tunnel will have been usable, in its present health, for the preempt hold-down.
+
+    A tunnel that was DEGRADED a moment ago has not been healthy for the hold-down, however
+    long it has been usable: its clock restarts with every change of health.
+    """
+    return max(usable_since[name], health[name].since) + cfg.policy.preempt_hold_down_s
+
+
 def choose_carriers(
     cfg: Config,
     usable: Iterable[str],
@@ -56,12 +68,11 @@ def choose_carriers(
     pool = sorted(usable, key=lambda n: preference(cfg.tunnel(n), health[n]))
     if not pool:
         return ()
-    hold = cfg.policy.preempt_hold_down_s
 
     def held(name: str) -> bool:
         # The same sum as the deadline in pending_preemptions, so the timer that fires at
         # that deadline always finds the hold-down over (no float rounding gap).
-        return now >= usable_since[name] + hold
+        return now >= ready_at(cfg, name, health, usable_since)
 
     if cfg.policy.mode is PolicyMode.ACTIVE_ACTIVE:
         clean = [n for n in pool if health[n].state is Health.UP]
@@ -88,21 +99,31 @@ def pending_preemptions(
     current: tuple[str, ...],
 ) -> list[float]:
     """When a better tunnel's hold-down ends (the engine wakes up then)."""
-    hold = cfg.policy.preempt_hold_down_s
     if cfg.policy.mode is PolicyMode.ACTIVE_ACTIVE:
-        return [usable_since[n] + hold for n in usable if n not in current]
+        return [ready_at(cfg, n, health, usable_since) for n in usable if n not in current]
     if not current or not cfg.policy.preempt:
         return []
-    worst = max(preference(cfg.tunnel(c), health[c]) for c in current if c in health)
+    worst = max(preference(cfg.tunnel(c), health[c]) for c in current)
     return [
-        usable_since[n] + hold
+        ready_at(cfg, n, health, usable_since)
         for n in usable
         if n not in current and preference(cfg.tunnel(n), health[n]) < worst
     ]
 
 
-def desired_links(cfg: Config, health: Mapping[str, TunnelHealth], now: float) -> dict[str, bool]:
+def desired_links(
+    cfg: Config,
+    health: Mapping[str, TunnelHealth],
+    now: float,
+    carrying: Iterable[str] = (),
+) -> dict[str, bool]:
+    """Admin state per toggleable tunnel; a tunnel whose routes are kept stays up.
+
+    Setting a link down makes the kernel drop its routes, so a carrier kept by
+    both_down=keep-last must keep its link up or keep-last would keep nothing.
+    """
     mode = cfg.policy.link_control
+    keep = set(carrying)
     links: dict[str, bool] = {}
     if mode is LinkControl.NONE:
         return links
@@ -112,7 +133,7 @@ def desired_links(cfg: Config, health: Mapping[str, TunnelHealth], now: float) -
         h = health[t.name]
         if h.state is Health.ADMIN_DOWN:
             links[t.name] = False
-        elif h.state is not Health.DOWN:
+        elif h.state is not Health.DOWN or t.name in keep:
             links[t.name] = True
         elif h.sa is SaView.DOWN:
             links[t.name] = False
