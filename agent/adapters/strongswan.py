@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import vici
+import vici.exception
 
 from agent.config import Source, Tunnel, ViciSettings
 from agent.core.events import (
@@ -257,14 +258,15 @@ class ViciTracker:
             if self._touched.get(t, -1) > since:
                 continue
             was = bool(self.live(t))
-            for uid in self.live(t):
+            previous = {uid: self._packets.get(uid) for uid in self.live(t)}
+            for uid in previous:
                 self._drop(uid)
             grown = 0
             for uid, sa in seen.items():
                 if sa.tunnel != t:
                     continue
                 self._sas[uid] = sa
-                prev = self._packets.get(uid)
+                prev = previous.get(uid)
                 # Counters of an SA first met here only set the baseline.
                 if not full and prev is not None and packets[uid] > prev:
                     grown += packets[uid] - prev
