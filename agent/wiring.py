@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.links import LinkSource
 from agent.adapters.netlink import NetlinkActuator
 from agent.config import Config, Source
 from agent.runtime import Adapters
 
 __all__ = ["build_live"]
+
+# One ExaBGP link per agent process: a reload rebuilds the sources, and the ExaBGP source
+# must stay the object that holds the session (and, supervised, the exabgp process).
+_exabgp: list[ExaBgpAdapter] = []
+
+
+def _exabgp_adapter(cfg: Config) -> ExaBgpAdapter:
+    if not _exabgp:
+        _exabgp.append(ExaBgpAdapter(cfg))
+    return _exabgp[0]
 
 
 def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
@@ -23,4 +34,9 @@ def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
                 resync_interval_s=cfg.netlink.resync_interval_s,
             )
         )
+    if cfg.bgp is not None and not dry_run:
+        # Both roles in one object: it announces, and reports sessions and learned routes.
+        exabgp = _exabgp_adapter(cfg)
+        adapters.sources.append(exabgp)
+        adapters.actuators.append(exabgp)
     return adapters
