@@ -849,6 +849,9 @@ def _yaml_error(exc: yaml.MarkedYAMLError, source: str) -> str:
     problem = exc.problem or str(exc)
     if "'\\t'" in problem:
         problem += " (indent YAML with spaces, not tabs)"
+    context = exc.context_mark
+    if exc.context and context is not None and (mark is None or context.line != mark.line):
+        problem += f" ({exc.context} on line {context.line + 1})"
     if isinstance(exc, yaml.constructor.ConstructorError):
         return f"{where}: {problem}"
     return f"{where}: YAML syntax error: {problem}"
