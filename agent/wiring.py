@@ -5,6 +5,7 @@ from __future__ import annotations
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.links import LinkSource
 from agent.adapters.netlink import NetlinkActuator
+from agent.adapters.probes import ProbeSource
 from agent.config import Config, Source
 from agent.runtime import Adapters
 
@@ -27,6 +28,10 @@ def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
     links = {t.name: t.interface for t in cfg.tunnels if Source.LINK in t.sources}
     if links:
         adapters.sources.append(LinkSource(links))
+    probed = [t for t in cfg.tunnels if Source.PROBE in t.sources]
+    if probed:
+        # One source for every probed tunnel: one socket per family, one scheduler.
+        adapters.sources.append(ProbeSource(probed))
     if not dry_run:
         adapters.actuators.append(
             NetlinkActuator(
