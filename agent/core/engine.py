@@ -150,16 +150,16 @@ def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list
     elif isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
         assert name is not None
         health[name] = hl.admin(health[name], event, now)
-    elif isinstance(event, ev.BgpRouteLearned | ev.BgpRouteWithdrawn):
-        prefix = _prefix(event.prefix)
-        if prefix is None:
-            # A malformed prefix from a peer changes nothing (the adapter logs it).
-            return state, []
-        known = learned.get(event.tunnel, frozenset())
-        learned[event.tunnel] = (
-            known | {prefix} if isinstance(event, ev.BgpRouteLearned) else known - {prefix}
-        )
     elif name is not None:
+        if isinstance(event, ev.BgpRouteLearned | ev.BgpRouteWithdrawn):
+            prefix = _prefix(event.prefix)
+            if prefix is None:
+                # A malformed prefix from a peer changes nothing (the adapter logs it).
+                return state, []
+            known = learned.get(name, frozenset())
+            learned[name] = (
+                known | {prefix} if isinstance(event, ev.BgpRouteLearned) else known - {prefix}
+            )
         if isinstance(event, ev.BgpNeighborDown):
             # A lost session takes everything it taught us with it.
             learned[name] = frozenset()
