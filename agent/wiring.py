@@ -6,6 +6,8 @@ from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.links import LinkSource
 from agent.adapters.netlink import NetlinkActuator
 from agent.adapters.probes import ProbeSource
+from agent.adapters.strongswan import ViciSource
+from agent.adapters.xfrm import XfrmSource
 from agent.config import Config, Source
 from agent.runtime import Adapters
 
@@ -32,6 +34,11 @@ def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
     if probed:
         # One source for every probed tunnel: one socket per family, one scheduler.
         adapters.sources.append(ProbeSource(probed))
+    if any(Source.VICI in t.sources for t in cfg.tunnels):
+        # One charon for every tunnel: one pair of VICI sessions.
+        adapters.sources.append(ViciSource(cfg.tunnels, cfg.vici))
+    if any(Source.XFRM in t.sources for t in cfg.tunnels):
+        adapters.sources.append(XfrmSource(cfg.tunnels))
     if not dry_run:
         adapters.actuators.append(
             NetlinkActuator(
