@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Configures one node of the dual-vti lab from inside its network namespace or container
+# and starts its daemons; both runners (labs/lab and containerlab) call exactly this.
+#
+#   node.sh NODE [STACK]      NODE: siteA siteB lanA lanB
+#                             STACK (site A only): stock | healthcheck | agent
+# Environment: LAB_TUNNEL_KIND=vti|xfrm (default vti), LAB_STATE_ROOT (default
+# /run/vti-failover-lab), LAB_VENV (default <checkout>/.venv).
+# Daemons write <state>/<name>.log and <name>.pid; teardown kills those pids.
+set -euo pipefail
+node=${1:?usage: node.sh NODE [STACK]}
+stack=${2:-stock}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+kind=${LAB_TUNNEL_KIND:-vti}
+state=${LAB_STATE_ROOT:-/run/vti-failover-lab}/$node
+venv=${LAB_VENV:-$top/.venv}
+export PATH="$venv/bin:$PATH:/usr/sbin:/sbin"
+mkdir -p "$state/run"
+
+say() { echo "[$node] $*"; }
+
+daemon() { # NAME CMD...: start CMD in the background, log and pid in the state dir
+  local name=$1
+  shift
+  "$@" >"$state/$name.log" 2>&1 &
+  echo $! >"$state/$name.pid"
+}
+
+lan_host() { # ADDR/LEN GATEWAY REMOTE_LAN
+  ip addr add "$1" dev eth1
+  ip link set eth1 up
+  ip link set lo up
+  # A route to the far LAN only: a containerlab node keeps its management default route.
+  ip route replace "$3" via "$2"
+}
+
+tunnel() { # INDEX LOCAL REMOTE INNER/LEN: one ISP path's tunnel interface vti<INDEX>
+  local i=$1 local=$2 remote=$3 inner=$4 dev=vti$1
+  if [ "$kind" = xfrm ]; then
+    ip link add "$dev" type xfrm dev "isp$i" if_id "$i"
+  else
+    # key = the IPsec mark of this tunnel's SAs (swanctl.conf mark_in/mark_out).
+    ip link add "$dev" type vti local "$local" remote "$remote" key "$i"
+  fi
+  # The SA, not an IPsec policy, decides what enters the tunnel.
+  sysctl -qw "net.ipv4.conf.$dev.disable_policy=1" "net.ipv4.conf.$dev.rp_filter=0"
+  ip link set "$dev" mtu 1400 up
+  ip addr add "$inner" dev "$dev"
+}
+
+swanctl_conf() { # the site's swanctl.conf; the xfrm variant ties SAs by if_id, not mark
+  local src="$here/$node/swanctl.conf"
+  if [ "$kind" = xfrm ]; then
+    sed -e 's/mark_in = /if_id_in = /; s/mark_out = /if_id_out = /' "$src" >"$state/swanctl.conf"
+    echo "$state/swanctl.conf"
+  else
+    echo "$src"
+  fi
+}
+
+start_charon() {
+  # strongSwan 5.9 hard-codes /var/run/charon.pid: each charon gets a private /run bound
+  # to its state dir, which also puts the vici socket at <state>/run/charon.vici.
+  STRONGSWAN_CONF="$here/strongswan.conf" daemon charon \
+    unshare -m sh -c 'mount --bind "$0" /run && exec /usr/lib/ipsec/charon' "$state/run"
+  local n=0
+  until [ -S "$state/run/charon.vici" ]; do
+    n=$((n + 1))
+    [ $n -gt 200 ] && { say "charon did not open its vici socket"; exit 1; }
+    sleep 0.1
+  done
+  swanctl --load-all --file "$(swanctl_conf)" --uri "unix://$state/run/charon.vici" >/dev/null
+}
+
+wait_children() { # site A: until both CHILD_SAs are installed, re-initiating missing ones
+  local deadline=$((SECONDS + ${LAB_SA_WAIT_S:-90})) child
+  while [ $SECONDS -lt $deadline ]; do
+    local missing=0
+    for child in tun1 tun2; do
+      if ! swanctl --list-sas --ike "$child" --uri "unix://$state/run/charon.vici" 2>/dev/null |
+        grep -q INSTALLED; then
+        missing=1
+        # The responder may have come up after our first try (NO_PROPOSAL_CHOSEN is final).
+        swanctl --initiate --child "$child" --timeout 5 \
+          --uri "unix://$state/run/charon.vici" >/dev/null 2>&1 || true
+      fi
+    done
+    [ $missing = 0 ] && return 0
+    sleep 1
+  done
+  say "tunnels not established after ${LAB_SA_WAIT_S:-90}s"
+  return 1
+}
+
+site() { # LAN/LEN U1_LOCAL U1_REMOTE U2_LOCAL U2_REMOTE HOST_INDEX
+  modprobe -q -a ip_vti xfrm_interface esp4 xfrm_user 2>/dev/null || true
+  ip link set lo up
+  sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+  ip addr add "$1" dev lan
+  ip link set lan up
+  ip addr add "$2/30" dev isp1
+  ip link set isp1 up
+  ip addr add "$4/30" dev isp2
+  ip link set isp2 up
+  # Tunnels before charon, so SAs find their interfaces from the first packet.
+  tunnel 1 "$2" "$3" "169.254.1.$6/30"
+  tunnel 2 "$4" "$5" "169.254.2.$6/30"
+  start_charon
+}
+
+exabgp_env() {
+  export exabgp_daemon_user=root exabgp_api_cli=false exabgp_log_destination=stdout
+  export exabgp_daemon_daemonize=false
+}
+
+case $node in
+  siteB)
+    site 10.2.0.1/24 192.0.2.2 192.0.2.1 198.51.100.2 198.51.100.1 2
+    daemon bird bird -f -c "$here/siteB/bird.conf" -s "$state/bird.ctl"
+    ;;
+  siteA)
+    site 10.1.0.1/24 192.0.2.1 192.0.2.2 198.51.100.1 198.51.100.2 1
+    daemon mosquitto mosquitto -c "$here/siteA/mosquitto.conf"
+    case $stack in
+      stock | healthcheck)
+        # Without the agent nothing installs routes to site B (ExaBGP never does): plain
+        # static routes, primary preferred, the way such sites are usually built.
+        ip route add 10.2.0.0/24 dev vti1 metric 10
+        ip route add 10.2.0.0/24 dev vti2 metric 100
+        exabgp_env
+        daemon exabgp exabgp server "$here/siteA/exabgp-$stack.conf"
+        ;;
+      agent)
+        # The agent starts ExaBGP itself and owns the routes to site B.
+        exabgp_env
+        cfg="$here/siteA/vti-failover.yaml"
+        [ "$kind" = xfrm ] && cfg="$here/siteA/vti-failover-xfrm.yaml"
+        daemon vti-failover vti-failover run "$cfg"
+        ;;
+      *)
+        say "unknown stack $stack (stock | healthcheck | agent)"
+        exit 2
+        ;;
+    esac
+    wait_children
+    ;;
+  lanA) lan_host 10.1.0.10/24 10.1.0.1 10.2.0.0/24 ;;
+  lanB) lan_host 10.2.0.10/24 10.2.0.1 10.1.0.0/24 ;;
+  *)
+    say "unknown node (siteA siteB lanA lanB)"
+    exit 2
+    ;;
+esac
+say "configured${stack:+ ($kind, $stack)}"

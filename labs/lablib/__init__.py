@@ -1,0 +1,1 @@
+"""The dual-vti lab runner: topology, namespace lab, VM re-exec, demo."""

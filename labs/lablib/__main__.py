@@ -1,0 +1,151 @@
+"""labs/lab: one command per lab action; re-runs itself in a VM when this kernel cannot."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lablib import vm
+from lablib.nslab import KINDS, STACKS, Lab, LabError
+from lablib.topology import TOP
+
+NEEDS_KERNEL = {"up", "demo", "bench", "status", "cut", "repair"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="labs/lab",
+        description="The dual-vti lab: two sites, two ISP paths, an IPsec tunnel on each, "
+        "BGP over both. Runs in network namespaces, or in a VM when this kernel lacks "
+        "ip_vti/esp4 (then every command boots, runs and powers off the VM).",
+    )
+    p.add_argument(
+        "--vm",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="where to run (default auto: a VM only when the kernel needs it)",
+    )
+    p.add_argument("--results", type=Path, default=TOP / "results",
+                   help="directory the VM writes back to (default results/)")  # fmt: skip
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def stack_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--stack",
+            choices=STACKS,
+            default="stock",
+            help="site A's speaker: stock ExaBGP, ExaBGP healthcheck, or the agent",
+        )
+        sp.add_argument("--kind", choices=KINDS, default="vti",
+                        help="tunnel interfaces: VTI (key = mark) or XFRM interfaces (if_id)")  # fmt: skip
+
+    up = sub.add_parser("up", help="build the lab and start every daemon")
+    stack_args(up)
+    up.add_argument("--then", metavar="CMD",
+                    help="run CMD (a shell line) once the lab is up, then tear it down; "
+                    "the way to use the lab inside the VM")  # fmt: skip
+    sub.add_parser("down", help="stop the lab's daemons and delete its namespaces")
+    sub.add_parser("status", help="tunnels, SAs, BGP sessions and routes of the running lab")
+    for name in ("cut", "repair"):
+        sp = sub.add_parser(name, help=f"{name} an ISP path (tc ingress drop on both ends)")
+        sp.add_argument("isp", choices=("isp1", "isp2"))
+    demo = sub.add_parser("demo", help="the scripted failover demo (brings the lab up and down)")
+    stack_args(demo)
+    demo.set_defaults(stack=None)
+    bench = sub.add_parser("bench", help="the failover benchmark (labs/bench/failover.py)")
+    bench.add_argument("args", nargs=argparse.REMAINDER,
+                       help="arguments for labs/bench/failover.py (see its --help)")  # fmt: skip
+    return p
+
+
+def _vm_argv(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """The same command line for the guest, minus what only the host decides."""
+    out, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word in {"--vm", "--results"}:
+            skip = True
+            continue
+        if word.startswith(("--vm=", "--results=")):
+            continue
+        out.append(word)
+    del args
+    return ["--vm", "never", "--results", "{results}", *out]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("labs/lab: run as root (namespaces, tc, charon)", file=sys.stderr)
+        return 2
+    if args.cmd in NEEDS_KERNEL and not vm.in_vm() and args.vm != "never":
+        if args.vm == "always" or not vm.kernel_ready():
+            if args.cmd in {"status", "cut", "repair"}:
+                print(f"labs/lab {args.cmd}: this kernel has no ip_vti/esp4, so the lab only "
+                      "lives inside a VM for one command; use demo, bench or up --then CMD",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            results = args.results.resolve()
+            guest = [w.replace("{results}", str(results)) for w in _vm_argv(args, argv)]
+            print(f"==> this kernel lacks ip_vti/esp4: booting {vm.kernel_image().name} "
+                  f"under virtme-ng (TCG, ~20 s); results in {results}", flush=True)  # fmt: skip
+            return vm.run_in_vm(guest, results)
+    try:
+        return _dispatch(args)
+    except LabError as exc:
+        print(f"labs/lab: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "down":
+        Lab().down()
+        return 0
+    if args.cmd == "up":
+        lab = Lab(args.stack, args.kind)
+        lab.up(progress=lambda s: print(f"  {s}", flush=True))
+        took = lab.wait_ready()
+        print(f"==> lab up ({args.kind}, {args.stack}); BGP converged {took:.1f}s after start")
+        if args.then is None:
+            return 0
+        try:
+            env = dict(os.environ, LAB_RESULTS=str(args.results))
+            return subprocess.run(["bash", "-c", args.then], env=env, check=False).returncode
+        finally:
+            lab.down()
+    if args.cmd in {"status", "cut", "repair"}:
+        info = Lab.running()
+        if info is None:
+            print("labs/lab: no lab is up (labs/lab up)", file=sys.stderr)
+            return 1
+        lab = Lab(info["stack"], info["kind"])
+        if args.cmd == "cut":
+            lab.cut(args.isp)
+        elif args.cmd == "repair":
+            lab.repair(args.isp)
+        else:
+            from lablib.show import status_text
+
+            print(status_text(lab))
+        return 0
+    if args.cmd == "demo":
+        from lablib.demo import run_demo
+
+        return run_demo(stack=args.stack, kind=args.kind)
+    if args.cmd == "bench":
+        script = TOP / "labs" / "bench" / "failover.py"
+        extra = [a for a in args.args if a != "--"]
+        if "--json" not in extra:
+            extra += ["--json", str(args.results / "failover.json")]
+        return subprocess.run([sys.executable, str(script), *extra], check=False).returncode
+    raise AssertionError(args.cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Builds and tears down the lab in network namespaces, and reads and changes its state."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lablib.topology import LAB_DIR, STATE_ROOT, TOP, Topology, load_topology
+
+__all__ = ["Lab", "LabError"]
+
+STACKS = ("stock", "healthcheck", "agent")
+KINDS = ("vti", "xfrm")
+# Underlay ends a cut acts on: (node, interface) per ISP path.
+ISP_ENDS = {
+    "isp1": (("siteA", "isp1"), ("siteB", "isp1")),
+    "isp2": (("siteA", "isp2"), ("siteB", "isp2")),
+}
+
+
+class LabError(RuntimeError):
+    """The lab could not be built or did not reach the expected state."""
+
+
+def _run(
+    cmd: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    try:
+        res = subprocess.run(
+            list(cmd), capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout}s: {' '.join(cmd)}") from exc
+    if check and res.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res
+
+
+class Lab:
+    """The running (or to-be-built) lab on this kernel."""
+
+    def __init__(self, stack: str = "stock", kind: str = "vti") -> None:
+        if stack not in STACKS:
+            raise LabError(f"unknown stack {stack!r} (one of {', '.join(STACKS)})")
+        if kind not in KINDS:
+            raise LabError(f"unknown tunnel kind {kind!r} (one of {', '.join(KINDS)})")
+        self.stack = stack
+        self.kind = kind
+        self.topo: Topology = load_topology()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def ns(self, node: str) -> str:
+        return self.topo.netns(node)
+
+    def state(self, node: str) -> Path:
+        return STATE_ROOT / node
+
+    def sh(
+        self, node: str, *cmd: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return _run(["ip", "netns", "exec", self.ns(node), *cmd], check=check, timeout=timeout)
+
+    def spawn(self, node: str, name: str, *cmd: str) -> subprocess.Popen[bytes]:
+        """A long-running process in a node, its output in the node's state dir."""
+        log = (self.state(node) / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(node), *cmd],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        (self.state(node) / f"{name}.pid").write_text(f"{proc.pid}\n")
+        return proc
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            LAB_STATE_ROOT=str(STATE_ROOT),
+            LAB_TUNNEL_KIND=self.kind,
+            LAB_VENV=str(TOP / ".venv"),
+        )
+        return env
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def up(self, progress: Callable[[str], None] = print) -> None:
+        """Namespaces, veth underlays, then each node's node.sh: responder before initiator."""
+        self.down()
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        (STATE_ROOT / "lab.json").write_text(json.dumps({"stack": self.stack, "kind": self.kind}))
+        for node in self.topo.nodes:
+            _run(["ip", "netns", "add", self.ns(node)])
+            self.state(node).mkdir(parents=True, exist_ok=True)
+        for link in self.topo.links:
+            _run(
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    link.a_if,
+                    "netns",
+                    self.ns(link.a_node),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    link.b_if,
+                    "netns",
+                    self.ns(link.b_node),
+                ]  # fmt: skip
+            )
+        progress(f"namespaces and underlays: {', '.join(self.ns(n) for n in self.topo.nodes)}")
+        for node in self.topo.nodes:
+            args = list(self.topo.node_args[node])
+            if node == "siteA":
+                args = [args[0], self.stack]
+            started = time.monotonic()
+            res = _run(
+                ["ip", "netns", "exec", self.ns(node), "bash", str(LAB_DIR / "node.sh"), *args],
+                env=self._env(),
+                timeout=180,
+                check=False,
+            )
+            if res.returncode != 0:
+                raise LabError(
+                    f"node.sh {' '.join(args)} failed ({res.returncode}):\n"
+                    f"{res.stdout}{res.stderr}\n{self.logs(node)}"
+                )
+            progress(f"{res.stdout.strip()} in {time.monotonic() - started:.1f}s")
+
+    def down(self) -> None:
+        """Stop every process of the lab's namespaces and delete them; safe to repeat."""
+        pids: set[int] = set()
+        if STATE_ROOT.is_dir():
+            for pidfile in STATE_ROOT.glob("*/*.pid"):
+                try:
+                    pids.add(int(pidfile.read_text().split()[0]))
+                except (ValueError, IndexError, OSError):
+                    continue
+        for node in self.topo.nodes:
+            res = _run(["ip", "netns", "pids", self.ns(node)], check=False)
+            pids.update(int(p) for p in res.stdout.split() if p.isdigit())
+        _signal_all(pids, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while pids and time.monotonic() < deadline:
+            pids = {p for p in pids if _alive(p)}
+            time.sleep(0.1)
+        _signal_all(pids, signal.SIGKILL)
+        for node in self.topo.nodes:
+            _run(["ip", "netns", "del", self.ns(node)], check=False)
+        shutil.rmtree(STATE_ROOT, ignore_errors=True)
+
+    def logs(self, node: str, lines: int = 15) -> str:
+        out = []
+        for log in sorted(self.state(node).glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {node}/{log.name}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    # -- observing -------------------------------------------------------------------------
+    def vici_uri(self, node: str) -> str:
+        return f"unix://{self.state(node)}/run/charon.vici"
+
+    def child_installed(self, node: str, child: str) -> bool:
+        res = _run(
+            ["swanctl", "--list-sas", "--ike", child, "--uri", self.vici_uri(node)], check=False
+        )
+        return "INSTALLED" in res.stdout
+
+    def sas_text(self, node: str) -> str:
+        return _run(["swanctl", "--list-sas", "--uri", self.vici_uri(node)], check=False).stdout
+
+    def link(self, node: str, dev: str) -> dict[str, object]:
+        """The interface as `ip -j -s link` sees it (operstate, flags, stats64)."""
+        res = self.sh(node, "ip", "-j", "-s", "link", "show", "dev", dev)
+        link: dict[str, object] = json.loads(res.stdout)[0]
+        return link
+
+    def bird(self, *cmd: str) -> str:
+        ctl = str(self.state("siteB") / "bird.ctl")
+        return _run(["birdc", "-s", ctl, *cmd], check=False).stdout
+
+    def bgp_sessions(self) -> dict[str, str]:
+        """BIRD's BGP protocols and their state (Established, Active, Connect...)."""
+        sessions = {}
+        for line in self.bird("show", "protocols").splitlines():
+            words = line.split()
+            if len(words) >= 6 and words[1] == "BGP":
+                sessions[words[0]] = words[-1]
+        return sessions
+
+    def route_devs(self, node: str, prefix: str) -> list[str]:
+        """The kernel's routes for a prefix in a node, best first (by metric)."""
+        res = self.sh(node, "ip", "-j", "route", "show", prefix)
+        routes = sorted(json.loads(res.stdout or "[]"), key=lambda r: r.get("metric", 0))
+        devs = []
+        for r in routes:
+            if "dev" in r:
+                devs.append(r["dev"])
+            for hop in r.get("nexthops", []):
+                devs.append(hop["dev"])
+        return devs
+
+    def bird_route_text(self, prefix: str) -> str:
+        return self.bird("show", "route", "for", prefix, "all")
+
+    def wait_for(
+        self, what: str, ok: Callable[[], bool], timeout: float, interval: float = 0.5
+    ) -> float:
+        """Seconds until ok() held; LabError with the logs after timeout."""
+        start = time.monotonic()
+        while not ok():
+            if time.monotonic() - start > timeout:
+                raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(interval)
+        return time.monotonic() - start
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Both SAs up, both BGP sessions Established, site B routing site A's LAN via vti1."""
+
+        def ready() -> bool:
+            sessions = self.bgp_sessions()
+            return (
+                sessions.get("tun1") == "Established"
+                and sessions.get("tun2") == "Established"
+                and self.route_devs("siteB", "10.1.0.0/24")[:1] == ["vti1"]
+            )
+
+        return self.wait_for("both BGP sessions and site B's route via vti1", ready, timeout)
+
+    # -- acting ----------------------------------------------------------------------------
+    def cut(self, isp: str) -> None:
+        """Silently black-hole an ISP path: drop everything arriving on both ends, links up."""
+        for node, dev in ISP_ENDS[isp]:
+            self.sh(node, "tc", "qdisc", "add", "dev", dev, "ingress")
+            self.sh(
+                node, "tc", "filter", "add", "dev", dev, "ingress", "matchall", "action", "drop"
+            )
+
+    def repair(self, isp: str) -> None:
+        for node, dev in ISP_ENDS[isp]:
+            self.sh(node, "tc", "qdisc", "del", "dev", dev, "ingress", check=False)
+
+    def lossy(self, isp: str, percent: float) -> None:
+        """Random loss on both ends of a path (egress netem): a bad line, not a dead one."""
+        for node, dev in ISP_ENDS[isp]:
+            self.sh(
+                node, "tc", "qdisc", "replace", "dev", dev, "root", "netem", "loss", f"{percent}%"
+            )
+
+    def clean(self, isp: str) -> None:
+        for node, dev in ISP_ENDS[isp]:
+            self.sh(node, "tc", "qdisc", "del", "dev", dev, "root", check=False)
+
+    @staticmethod
+    def running() -> dict[str, str] | None:
+        """The stack and kind of the lab that `up` left running on this kernel, if any."""
+        try:
+            info: dict[str, str] = json.loads((STATE_ROOT / "lab.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return info
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return re.search(r"\) Z ", stat) is None
+
+
+def _signal_all(pids: set[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue

@@ -1,0 +1,96 @@
+"""Decides whether this kernel can run the lab, and if not re-runs a command in a VM.
+
+The VM is virtme-ng booting the distribution kernel over the host's own root filesystem
+(read-only, throw-away overlays): the guest sees the checkout, .venv and every installed
+package; only the --rwdir directory comes back to the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from lablib.topology import TOP
+
+__all__ = ["GUEST_MODULES", "in_vm", "kernel_ready", "kernel_image", "run_in_vm"]
+
+GUEST_MODULES = (
+    "ip_vti xfrm_interface esp4 xfrm_user authenc cbc aes_generic sha256_generic hmac "
+    "sch_ingress cls_matchall act_gact sch_netem veth"
+).split()
+IN_VM_ENV = "VTI_FAILOVER_LAB_IN_VM"
+
+
+def in_vm() -> bool:
+    return os.environ.get(IN_VM_ENV) == "1"
+
+
+def _quiet(*cmd: str) -> bool:
+    return subprocess.run(list(cmd), capture_output=True, check=False, timeout=30).returncode == 0
+
+
+def kernel_ready() -> bool:
+    """True when this kernel can build a VTI and hold a kernel ESP SA (tried in a scratch netns)."""
+    _quiet("modprobe", "-q", "-a", *GUEST_MODULES)
+    ns = f"vtl-probe-{uuid.uuid4().hex[:8]}"
+    if not _quiet("ip", "netns", "add", ns):
+        return False
+    try:
+        vti = _quiet(
+            "ip", "-n", ns, "link", "add", "vtiprobe", "type", "vti",
+            "local", "192.0.2.1", "remote", "192.0.2.2", "key", "7",
+        )  # fmt: skip
+        esp = _quiet(
+            "ip", "-n", ns, "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2",
+            "proto", "esp", "spi", "0x100", "mode", "tunnel", "mark", "7",
+            "enc", "cbc(aes)", "0x" + "11" * 32, "auth", "hmac(sha256)", "0x" + "22" * 32,
+        )  # fmt: skip
+        return vti and esp
+    finally:
+        _quiet("ip", "netns", "del", ns)
+
+
+def kernel_image() -> Path:
+    """The newest distribution kernel in /boot (its version moves with Debian updates)."""
+    images = sorted(Path("/boot").glob("vmlinuz-*"), key=lambda p: _version_key(p.name))
+    if not images:
+        raise FileNotFoundError("no /boot/vmlinuz-*: apt-get install linux-image-amd64")
+    return images[-1]
+
+
+def _version_key(name: str) -> list[int | str]:
+    parts: list[int | str] = []
+    for piece in name.removeprefix("vmlinuz-").replace("-", ".").split("."):
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return parts
+
+
+def run_in_vm(argv: list[str], rwdir: Path, *, memory: str = "2G", cpus: int = 2) -> int:
+    """Boot the distribution kernel and run `labs/lab argv` in it; its exit status."""
+    vng = TOP / ".venv" / "bin" / "vng"
+    if not vng.exists() and shutil.which("vng") is None:
+        raise FileNotFoundError("no vng: bash labs/install.sh installs virtme-ng into .venv")
+    rwdir.mkdir(parents=True, exist_ok=True)
+    guest = (
+        f"modprobe -q -a {' '.join(GUEST_MODULES)}; "
+        f"export {IN_VM_ENV}=1 PATH={shlex.quote(str(TOP / '.venv' / 'bin'))}:$PATH; "
+        f"cd {shlex.quote(str(TOP))} && exec labs/lab {shlex.join(argv)}"
+    )
+    env = dict(os.environ)
+    # vng starts virtme-run by name.
+    env["PATH"] = f"{TOP / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    cmd = [
+        str(vng) if vng.exists() else "vng",
+        "--run", str(kernel_image()),
+        "--memory", memory,
+        "--cpus", str(cpus),
+        # KVM guests hang on these machines; TCG is slow to fork but dependable.
+        "--disable-kvm",
+        "--rwdir", str(rwdir),
+        "--exec", f"bash -c {shlex.quote(guest)}",
+    ]  # fmt: skip
+    return subprocess.run(cmd, env=env, check=False, stdin=subprocess.DEVNULL).returncode
