@@ -22,17 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import vici  # noqa: E402
+import vici
 
-from agent.core.events import ChildSaDown, ChildSaUp, Event  # noqa: E402
-from tests.vici.conftest import (  # noqa: E402
+from agent.core.events import ChildSaDown, ChildSaUp, Event
+from tests.support.charon import charon, swanctl_conf, veth_pair
+from tests.support.system import netns, sh_in
+from tests.vici.conftest import (
     SITE_A,
     SITE_B,
     Recorder,
     vici_source,
 )
-from tests.support.charon import charon, swanctl_conf, veth_pair  # noqa: E402
-from tests.support.system import netns, sh_in  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
