@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.links import LinkSource
+from agent.adapters.metrics import MetricsExporter
 from agent.adapters.netlink import NetlinkActuator
 from agent.adapters.probes import ProbeSource
 from agent.adapters.strongswan import ViciSource
@@ -51,4 +52,6 @@ def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
         exabgp = _exabgp_adapter(cfg)
         adapters.sources.append(exabgp)
         adapters.actuators.append(exabgp)
+    if cfg.metrics.enabled:
+        adapters.actuators.append(MetricsExporter(cfg.metrics, cfg.agent_id))
     return adapters

@@ -1,0 +1,137 @@
+"""Prometheus metrics: the core's reports and alerts as gauges and counters, over HTTP.
+
+It only reads actions (tunnel state reports, alerts, everything else counted by type), so
+what a scrape shows is exactly what the core decided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from agent.config import MetricsSettings
+from agent.core.actions import Action, PublishAlert, PublishTunnelState
+from agent.core.health import Health
+from agent.ports import AdapterError
+
+__all__ = ["MetricsExporter"]
+
+log = logging.getLogger("vti_failover.metrics")
+
+
+class MetricsExporter:
+    name = "metrics"
+
+    def __init__(self, settings: MetricsSettings, agent_id: str) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        labels = {"agent": agent_id}
+        self.health = Gauge(
+            "vti_failover_tunnel_health",
+            "1 for the tunnel's current health state, 0 for the others",
+            ["tunnel", "state"],
+            registry=self.registry,
+        )
+        self.carrying = Gauge(
+            "vti_failover_tunnel_carrying",
+            "1 while the tunnel carries traffic",
+            ["tunnel"],
+            registry=self.registry,
+        )
+        self.announced = Gauge(
+            "vti_failover_tunnel_announced",
+            "1 while site prefixes are announced over the tunnel",
+            ["tunnel"],
+            registry=self.registry,
+        )
+        self.metric = Gauge(
+            "vti_failover_tunnel_route_metric",
+            "Route metric via the tunnel (absent when it has no routes)",
+            ["tunnel"],
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "vti_failover_alerts",
+            "Failovers, failbacks, degradations, both-down and recoveries",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.detection = Gauge(
+            "vti_failover_last_detection_seconds",
+            "For the last alert of each kind: first sign of trouble to decision",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.actions = Counter(
+            "vti_failover_actions",
+            "Actions the core asked for, by type",
+            ["action"],
+            registry=self.registry,
+        )
+        info = Gauge(
+            "vti_failover_info",
+            "Constant 1, labelled with the agent id",
+            ["agent"],
+            registry=self.registry,
+        )
+        info.labels(**labels).set(1)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def wants(self, action: Action) -> bool:
+        del action
+        return True
+
+    async def run(self) -> None:
+        try:
+            self._server, self._thread = start_http_server(
+                self.settings.port, addr=str(self.settings.listen), registry=self.registry
+            )
+        except OSError as exc:
+            # No metrics is not a reason to stop failing over.
+            log.error(
+                "metrics: cannot listen on %s:%d: %s",
+                self.settings.listen,
+                self.settings.port,
+                exc.strerror,
+            )
+            return
+        log.info("metrics on http://%s:%d/metrics", self.settings.listen, self.settings.port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise AdapterError("metrics server is not listening")
+        return int(self._server.server_port)
+
+    async def apply(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            self.actions.labels(type(action).__name__).inc()
+            if isinstance(action, PublishTunnelState):
+                for state in Health:
+                    self.health.labels(action.tunnel, state.value).set(
+                        1 if action.health == state.value else 0
+                    )
+                self.carrying.labels(action.tunnel).set(1 if action.carrying else 0)
+                self.announced.labels(action.tunnel).set(1 if action.announced else 0)
+                if action.metric is None:
+                    with contextlib.suppress(KeyError):
+                        self.metric.remove(action.tunnel)
+                else:
+                    self.metric.labels(action.tunnel).set(action.metric)
+            elif isinstance(action, PublishAlert):
+                self.alerts.labels(action.kind).inc()
+                if action.detected_after_s is not None:
+                    self.detection.labels(action.kind).set(action.detected_after_s)
+
+    async def close(self, cleanup: bool) -> None:
+        del cleanup
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

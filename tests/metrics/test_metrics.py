@@ -1,0 +1,90 @@
+"""The Prometheus exporter, scraped over real HTTP after the real core decided a failover."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from agent.adapters.metrics import MetricsExporter
+from agent.config import MetricsSettings, load_config
+from agent.core import engine
+from agent.core import events as ev
+from agent.core.actions import Action
+from tests.support.system import free_port
+
+CONFIG = Path(__file__).parents[2] / "config" / "dual-vti.yaml"
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def _failover_actions() -> list[Action]:
+    cfg = load_config(CONFIG)
+    state = engine.initial_state(cfg, 0.0)
+    out: list[Action] = []
+    script: list[tuple[float, ev.Event]] = [
+        (0.0, ev.ChildSaUp(tunnel="tun1")),
+        (0.0, ev.ChildSaUp(tunnel="tun2")),
+    ]
+    for i in range(3):
+        script += [
+            (0.2 * (i + 1), ev.ProbeSucceeded(tunnel="tun1", rtt_ms=3.0)),
+            (0.2 * (i + 1), ev.ProbeSucceeded(tunnel="tun2", rtt_ms=3.0)),
+        ]
+    script.append((5.0, ev.ChildSaDown(tunnel="tun1", at=4.9)))
+    for now, event in script:
+        state, actions = engine.step(state, event, now)
+        out += actions
+    return out
+
+
+async def test_scrape_shows_the_failover() -> None:
+    port = free_port()
+    exporter = MetricsExporter(
+        MetricsSettings(enabled=True, listen=ipaddress.IPv4Address("127.0.0.1"), port=port),
+        "site-a",
+    )
+    await exporter.run()
+    try:
+        await exporter.apply(_failover_actions())
+        samples = _scrape(exporter.port)
+    finally:
+        await exporter.close(cleanup=False)
+    assert samples['vti_failover_tunnel_health{state="DOWN",tunnel="tun1"}'] == 1
+    assert samples['vti_failover_tunnel_health{state="UP",tunnel="tun1"}'] == 0
+    assert samples['vti_failover_tunnel_carrying{tunnel="tun2"}'] == 1
+    assert samples['vti_failover_tunnel_carrying{tunnel="tun1"}'] == 0
+    assert samples['vti_failover_alerts_total{kind="failover"}'] == 1
+    assert samples['vti_failover_last_detection_seconds{kind="failover"}'] == pytest.approx(0.1)
+    assert samples['vti_failover_tunnel_route_metric{tunnel="tun2"}'] == 10
+    # tun1 lost its routes: its metric series is gone, not stale.
+    assert 'vti_failover_tunnel_route_metric{tunnel="tun1"}' not in samples
+    assert samples['vti_failover_actions_total{action="InstallRoute"}'] >= 2
+
+
+async def test_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        exporter = MetricsExporter(
+            MetricsSettings(enabled=True, listen=ipaddress.IPv4Address("127.0.0.1"), port=port),
+            "site-a",
+        )
+        await exporter.run()
+        # Still usable as an actuator: the failover path must not care.
+        await exporter.apply(_failover_actions())
+        await exporter.close(cleanup=False)
+    assert "cannot listen" in caplog.text
