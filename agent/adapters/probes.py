@@ -68,6 +68,8 @@ _SIOCGIFINDEX = 0x8933
 _CLONE_NEWNET = 0x40000000
 _RCVBUF = 4 * 1024 * 1024
 _SO_RCVBUFFORCE = 33
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("=qq")
 # Replies read per readiness callback, so one busy socket cannot starve the loop.
 _READ_BATCH = 512
 _IFINDEX_GONE = frozenset({errno.ENODEV, errno.ENXIO})
@@ -102,6 +104,8 @@ class _Pending:
     target: _Target
     seq: int
     sent_at: float
+    # Wall clock, to compare with the kernel's receive timestamp of the reply.
+    sent_wall: float
 
 
 @dataclass
@@ -163,8 +167,20 @@ def _open_socket(version: int, kind: ProbeKind) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    # The kernel stamps each reply on arrival: a reply that came in time counts even when
+    # this process was descheduled and reads it late, and its RTT is the network's.
+    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     sock.setblocking(False)
     return sock
+
+
+def _received_at(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, value in ancdata:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(value)
+            stamp: float = sec + nsec / 1e9
+            return stamp
+    return None
 
 
 def _ifindex(sock: socket.socket, name: str) -> int:
@@ -280,6 +296,11 @@ class ProbeSource:
                     # Fell a whole interval behind: skip ahead rather than burst.
                     nxt = now + target.interval
                 heapq.heappush(sends, (nxt, i))
+            if deadlines and deadlines[0][0] <= now:
+                # Replies that arrived while this loop was busy are read before any
+                # probe is declared lost; their kernel timestamps say if they were in time.
+                for key, sock in self._sockets.items():
+                    self._on_readable(key, sock)
             while deadlines and deadlines[0][0] <= now:
                 deadline, ident, seq = heapq.heappop(deadlines)
                 lost = pending.pop((ident, seq), None)
@@ -296,7 +317,7 @@ class ProbeSource:
         try:
             if target.ifindex is None:
                 target.ifindex = _ifindex(sock, target.interface)
-            sent_at = self.clock()
+            sent_at, sent_wall = self.clock(), time.time()
             self._sendmsg(sock, target, seq, target.ifindex)
         except OSError as exc:
             if exc.errno in _IFINDEX_GONE:
@@ -318,7 +339,7 @@ class ProbeSource:
             target.failing = None
         if self.on_send is not None:
             self.on_send(target.tunnel, planned, sent_at)
-        pend = _Pending(target, seq, sent_at)
+        pend = _Pending(target, seq, sent_at, sent_wall)
         self._matcher.pending[(target.ident, seq)] = pend
         return pend
 
@@ -350,18 +371,19 @@ class ProbeSource:
         version, kind = key
         for _ in range(_READ_BATCH):
             try:
-                data, addr = sock.recvfrom(65535)
+                data, ancdata, _, addr = sock.recvmsg(65535, 64)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 log.debug("probe socket %s/%s: %s", version, kind, exc)
                 return
-            got = self.clock()
-            self._match(version, kind, data, addr, got)
+            now = time.time()
+            self._match(version, kind, data, addr, _received_at(ancdata) or now)
 
     def _match(
         self, version: int, kind: ProbeKind, data: bytes, addr: tuple[str, int], got: float
     ) -> None:
+        """Count a reply received (kernel wall-clock time `got`) if it answers a pending probe."""
         if kind is ProbeKind.ICMP:
             echo = wire.decode_echo_v4(data) if version == 4 else wire.decode_echo_v6(data)
             reply = wire.ICMP_ECHO_REPLY if version == 4 else wire.ICMP6_ECHO_REPLY
@@ -387,12 +409,14 @@ class ProbeSource:
             expected = wire.encode_udp_probe(target.ident, pend.seq, self._cookie, target.size)
         if body != expected:
             return
+        rtt = got - pend.sent_wall
+        if rtt > target.timeout:
+            # Arrived after its deadline: the probe is (or is about to be) reported lost.
+            return
         del self._matcher.pending[key]
         if self._emit is not None:
             self._emit(
-                ProbeSucceeded(
-                    tunnel=target.tunnel, rtt_ms=(got - pend.sent_at) * 1000.0, at=pend.sent_at
-                )
+                ProbeSucceeded(tunnel=target.tunnel, rtt_ms=max(0.0, rtt) * 1000.0, at=pend.sent_at)
             )
 
 
