@@ -20,6 +20,8 @@ Shape, chosen for hundreds of tunnels in one process:
   future or timer per packet.
 - Raw sockets, not icmplib: icmplib's async API opens a socket per request and cannot
   choose an outgoing interface per packet, which is the whole point here.
+- Replies are stamped by the kernel on arrival (SO_TIMESTAMPNS): whether a reply came
+  within its timeout, and its RTT, do not depend on when this process got to read it.
 
 `at` of ProbeSucceeded is when the probe was sent (rtt_ms says how long it took); `at` of
 ProbeLost is when its timeout expired, or when sending it failed. A probe that cannot be
@@ -27,9 +29,9 @@ sent (interface missing or down, address gone, socket error) is lost; that is lo
 when a tunnel starts failing to send and once when it can send again, not per packet.
 Needs CAP_NET_RAW (raw sockets).
 
-The UDP probe's peer must echo each datagram back unchanged from the probed address;
-`serve_udp_echo` is such a responder (`vti-failover udp-echo`), and inetd's internal echo
-service works too.
+The UDP probe's peer must echo each datagram back unchanged, from the probed address, to
+the sending port; `serve_udp_echo` below is such a responder, and any UDP echo service
+(inetd's internal `echo dgram`) works too.
 """
 
 from __future__ import annotations
