@@ -247,9 +247,13 @@ class MqttPublisher:
     async def _watch(self, client: aiomqtt.Client) -> None:
         # The message iterator ends with MqttError when the connection drops: that is how
         # an idle publisher learns the broker went away.
-        async for _ in client.messages:
-            pass
-        raise aiomqtt.MqttError("disconnected")  # pragma: no cover
+        try:
+            async for _ in client.messages:
+                pass
+        except aiomqtt.MqttError as exc:
+            cause = exc.__cause__
+            raise aiomqtt.MqttError(f"connection lost{f' ({cause})' if cause else ''}") from exc
+        raise aiomqtt.MqttError("connection lost")  # pragma: no cover
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         while True:

@@ -68,6 +68,13 @@ def plain_broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture
+def durable_broker(tmp_path: Path) -> Iterator[Broker]:
+    """Survives its own restart with sessions intact, so an observer misses nothing."""
+    with mosquitto(tmp_path / "durable", persistent=True) as broker:
+        yield broker
+
+
+@pytest.fixture
 def auth_broker(tmp_path: Path) -> Iterator[Broker]:
     with mosquitto(tmp_path / "auth", users={AGENT: "right-secret", "ops": "ops-secret"}) as b:
         yield b
@@ -133,14 +140,17 @@ async def subscriber(
     username: str | None = None,
     password: str | None = None,
     tls_context: ssl.SSLContext | None = None,
+    session: str | None = None,
 ) -> AsyncIterator[Subscriber]:
+    """With `session`, a persistent session: reconnecting collects what was queued meanwhile."""
     client = aiomqtt.Client(
         broker.host,
         broker.port,
         username=username,
         password=password,
         tls_context=tls_context,
-        identifier=f"observer-{time.monotonic_ns()}",
+        identifier=session or f"observer-{time.monotonic_ns()}",
+        clean_session=session is None,
     )
     async with client:
         await client.subscribe(topic, qos=1)

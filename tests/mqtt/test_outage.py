@@ -25,15 +25,15 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 OUTAGE_S = 30.0
 
 
-async def test_thirty_second_outage_three_failovers_in_order(plain_broker: Broker) -> None:
+async def test_thirty_second_outage_three_failovers_in_order(durable_broker: Broker) -> None:
     # A backoff ceiling of a few seconds, so the agent really waits between tries.
-    publisher = MqttPublisher(AGENT, settings(plain_broker, reconnect_max_s=4.0))
+    publisher = MqttPublisher(AGENT, settings(durable_broker, reconnect_max_s=4.0))
     core = Core(base_config(), publisher)
     async with running(publisher):
         await core.bring_up("tun1", "tun2")
-        async with subscriber(plain_broker) as sub:
+        async with subscriber(durable_broker, session="observer") as sub:
             await sub.wait_for(lambda got: len(got) >= 3, what="initial state")
-        plain_broker.stop()
+        durable_broker.stop()
         down_at = time.monotonic()
         for n, (lose, regain) in enumerate((("tun1", None), ("tun2", "tun1"), ("tun1", "tun2"))):
             await asyncio.sleep(down_at + 5 + 10 * n - time.monotonic())
@@ -42,8 +42,8 @@ async def test_thirty_second_outage_three_failovers_in_order(plain_broker: Broke
             await core.sa_down(lose)
         assert publisher.queued == 3
         await asyncio.sleep(down_at + OUTAGE_S - time.monotonic())
-        plain_broker.start()
-        async with subscriber(plain_broker) as sub:
+        durable_broker.start()
+        async with subscriber(durable_broker, session="observer") as sub:
             await sub.wait_for(lambda got: len(events_of(got)) >= 3, timeout=15, what="3 events")
             await asyncio.sleep(0.5)
     events = events_of(sub.got)

@@ -100,18 +100,18 @@ async def _three_failovers(core: Core) -> None:
     await core.sa_down("tun1")  # tun1 -> tun2
 
 
-async def test_outage_events_arrive_in_order_after_broker_returns(plain_broker: Broker) -> None:
-    publisher = MqttPublisher(AGENT, settings(plain_broker))
+async def test_outage_events_arrive_in_order_after_broker_returns(durable_broker: Broker) -> None:
+    publisher = MqttPublisher(AGENT, settings(durable_broker))
     core = Core(base_config(), publisher)
     async with running(publisher):
         await core.bring_up("tun1", "tun2")
-        async with subscriber(plain_broker) as sub:
+        async with subscriber(durable_broker, session="observer") as sub:
             await sub.wait_for(lambda got: len(got) >= 3, what="initial state")
-        plain_broker.stop()
+        durable_broker.stop()
         await _three_failovers(core)
         await asyncio.sleep(1.0)
-        plain_broker.start()
-        async with subscriber(plain_broker) as sub:
+        durable_broker.start()
+        async with subscriber(durable_broker, session="observer") as sub:
             await sub.wait_for(lambda got: len(events_of(got)) >= 3, what="three queued events")
             await asyncio.sleep(0.3)
     events = events_of(sub.got)
@@ -121,23 +121,23 @@ async def test_outage_events_arrive_in_order_after_broker_returns(plain_broker: 
         ("failover", ["tun1"], ["tun2"]),
     ]
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
-    # The restarted broker lost its retained messages; the agent sent them again.
+    # tun1 went down only while the broker was away: this state was sent on reconnect.
     assert _latest(sub.got, f"{BASE}/status")["status"] == "online"
     assert _latest(sub.got, f"{BASE}/tunnel/tun2/state")["carrying"] is True
     assert _latest(sub.got, f"{BASE}/tunnel/tun1/state")["health"] == "DOWN"
 
 
-async def test_full_queue_drops_oldest_and_reports_the_count(plain_broker: Broker) -> None:
-    publisher = MqttPublisher(AGENT, settings(plain_broker, queue_size=2))
+async def test_full_queue_drops_oldest_and_reports_the_count(durable_broker: Broker) -> None:
+    publisher = MqttPublisher(AGENT, settings(durable_broker, queue_size=2))
     core = Core(base_config(), publisher)
     async with running(publisher):
         await core.bring_up("tun1", "tun2")
-        async with subscriber(plain_broker) as sub:
+        async with subscriber(durable_broker, session="observer") as sub:
             await sub.wait_for(lambda got: len(got) >= 3, what="initial state")
-        plain_broker.stop()
+        durable_broker.stop()
         await _three_failovers(core)
-        plain_broker.start()
-        async with subscriber(plain_broker) as sub:
+        durable_broker.start()
+        async with subscriber(durable_broker, session="observer") as sub:
             await sub.wait_for(lambda got: len(events_of(got)) >= 2, what="the two newest events")
             await asyncio.sleep(0.5)
     events = events_of(sub.got)

@@ -83,6 +83,8 @@ class Broker:
     port: int
     users: dict[str, str] = field(default_factory=dict)
     certs: Certs | None = None
+    # Keep sessions and queued messages across stop()/start(), as a real broker would.
+    persistent: bool = False
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
 
@@ -93,7 +95,8 @@ class Broker:
     def _config(self) -> Path:
         lines = [
             f"listener {self.port} {self.host}",
-            "persistence false",
+            "persistence true" if self.persistent else "persistence false",
+            f"persistence_location {self.workdir}/",
             f"log_dest file {self.log_path}",
             "log_type all",
             # Started as root, mosquitto would switch to its own user and lose our files.
@@ -156,14 +159,24 @@ class Broker:
 
 @contextlib.contextmanager
 def mosquitto(
-    workdir: Path, *, users: dict[str, str] | None = None, certs: Certs | None = None
+    workdir: Path,
+    *,
+    users: dict[str, str] | None = None,
+    certs: Certs | None = None,
+    persistent: bool = False,
 ) -> Iterator[Broker]:
     """A running broker on a free loopback port, stopped on exit even if the test fails."""
     require_tool("mosquitto")
     if users:
         require_tool("mosquitto_passwd")
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = Broker(workdir=workdir, port=free_port(), users=dict(users or {}), certs=certs)
+    broker = Broker(
+        workdir=workdir,
+        port=free_port(),
+        users=dict(users or {}),
+        certs=certs,
+        persistent=persistent,
+    )
     broker.start()
     try:
         yield broker
