@@ -11,57 +11,21 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
+from agent.adapters.netlink import LinkView, link_view, rtnl_socket
 from agent.core.events import LinkChanged, SourceLost, SourceRecovered
 from agent.ports import Emit
 
-__all__ = ["LinkSource", "LinkView", "link_view"]
+__all__ = ["LinkSource"]
 
 log = logging.getLogger("vti_failover.links")
 
-IFF_UP = 0x1
-# Set by the kernel when the operational state is UP or UNKNOWN: a VTI has no carrier and
-# reports UNKNOWN while it works, so operstate == "UP" alone would call every VTI down.
-IFF_RUNNING = 0x40
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
 SOURCE = "link"
-
-
-@dataclass(frozen=True)
-class LinkView:
-    """One RTM_NEWLINK / RTM_DELLINK message, reduced to what the agent uses."""
-
-    index: int
-    name: str | None
-    present: bool
-    admin_up: bool
-    oper_up: bool
-
-
-def link_view(msg: Any) -> LinkView | None:
-    """Read a link message; None for anything else (other message types, bridge ports)."""
-    kind = msg.get(("header", "type"))
-    if kind not in (RTM_NEWLINK, RTM_DELLINK) or msg.get("family", 0) != socket.AF_UNSPEC:
-        return None
-    flags = int(msg.get("flags", 0))
-    present = kind == RTM_NEWLINK
-    name = msg.get("ifname")
-    return LinkView(
-        index=int(msg["index"]),
-        name=str(name) if name is not None else None,
-        present=present,
-        admin_up=present and bool(flags & IFF_UP),
-        oper_up=present and bool(flags & IFF_UP) and bool(flags & IFF_RUNNING),
-    )
 
 
 class LinkSource:
@@ -116,10 +80,7 @@ class LinkSource:
 
     @contextlib.asynccontextmanager
     async def _open(self) -> AsyncIterator[Any]:
-        kwargs: dict[str, Any] = {"rcvbuf": self.rcvbuf}
-        if self.netns is not None:
-            kwargs.update(netns=self.netns, flags=0)
-        ipr = AsyncIPRoute(**kwargs)
+        ipr = rtnl_socket(self.netns, rcvbuf=self.rcvbuf)
         try:
             # Subscribe before the dump so no change between the two is missed.
             await ipr.bind(groups=RTMGRP_LINK)

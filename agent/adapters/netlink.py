@@ -12,10 +12,13 @@ adopted, so a restart with the same desired state writes nothing.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import ipaddress
 import logging
+import os
 import socket
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +27,16 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-from agent.adapters.links import link_view
 from agent.core.actions import Action, InstallRoute, RemoveRoute, Route, SetLinkDown, SetLinkUp
 from agent.ports import AdapterError, InterfaceNotFoundError, PermissionDeniedError
 
-__all__ = ["DEFAULT_ROUTE_PROTOCOL", "NetlinkActuator"]
+__all__ = [
+    "DEFAULT_ROUTE_PROTOCOL",
+    "LinkView",
+    "NetlinkActuator",
+    "link_view",
+    "rtnl_socket",
+]
 
 log = logging.getLogger("vti_failover.netlink")
 
@@ -36,9 +44,46 @@ log = logging.getLogger("vti_failover.netlink")
 DEFAULT_ROUTE_PROTOCOL = 157
 RTN_UNICAST = 1
 RTM_NEWROUTE = 24
-IFF_UP = 0x1
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
 # The kernel stores an IPv6 route given metric 0 as 1024 (IP6_RT_PRIO_USER).
 IPV6_DEFAULT_METRIC = 1024
+
+IFF_UP = 0x1
+# Set by the kernel when the operational state is UP or UNKNOWN: a VTI has no carrier and
+# reports UNKNOWN while it works, so operstate == "UP" alone would call every VTI down.
+IFF_RUNNING = 0x40
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """One RTM_NEWLINK / RTM_DELLINK message, reduced to what the agent uses."""
+
+    index: int
+    name: str | None
+    present: bool
+    admin_up: bool
+    oper_up: bool
+
+
+def link_view(msg: Any) -> LinkView | None:
+    """Read a link message; None for anything else (other message types, bridge ports)."""
+    kind = msg.get(("header", "type"))
+    if kind not in (RTM_NEWLINK, RTM_DELLINK) or msg.get("family", 0) != socket.AF_UNSPEC:
+        return None
+    flags = int(msg.get("flags", 0))
+    present = kind == RTM_NEWLINK
+    name = msg.get("ifname")
+    return LinkView(
+        index=int(msg["index"]),
+        name=str(name) if name is not None else None,
+        present=present,
+        admin_up=present and bool(flags & IFF_UP),
+        oper_up=present and bool(flags & IFF_UP) and bool(flags & IFF_RUNNING),
+    )
+
 
 # (family, table, prefix, metric): a route's identity in the kernel.
 Key = tuple[int, int, str, int]
@@ -80,6 +125,45 @@ def _errno(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def _netlink_fd_in(netns: str) -> int:
+    """A NETLINK_ROUTE socket opened inside the named namespace, as a file descriptor.
+
+    pyroute2's own netns= forks a child and SIGTERMs it; the child shares asyncio's signal
+    wake-up socket, so the running loop can receive that SIGTERM as its own and stop the
+    agent. A thread that enters the namespace just to open the socket has no such effect.
+    """
+    result: list[int | BaseException] = []
+
+    def enter_and_open() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code), netns)
+            finally:
+                os.close(fd)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+            result.append(sock.detach())
+        except BaseException as exc:  # handed to the caller's thread below
+            result.append(exc)
+
+    thread = threading.Thread(target=enter_and_open, name=f"netns:{netns}")
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def rtnl_socket(netns: str | None = None, **kwargs: Any) -> Any:
+    """An AsyncIPRoute in our own namespace, or (for tests and labs) in a named one."""
+    if netns is None:
+        return AsyncIPRoute(**kwargs)
+    return AsyncIPRoute(fileno=_netlink_fd_in(netns), **kwargs)
+
+
 class NetlinkActuator:
     """Applies SetLinkUp/SetLinkDown/InstallRoute/RemoveRoute in one network namespace."""
 
@@ -109,11 +193,8 @@ class NetlinkActuator:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _socket(self, **extra: Any) -> Any:
-        kwargs: dict[str, Any] = dict(extra)
-        if self.netns is not None:
-            kwargs.update(netns=self.netns, flags=0)
-        return AsyncIPRoute(**kwargs)
+    def _socket(self) -> Any:
+        return rtnl_socket(self.netns)
 
     async def _open(self) -> Any:
         """The request socket, opened on first use with our routes adopted from the kernel."""

@@ -56,10 +56,11 @@ class RouteMonitor:
         time.sleep(0.3)
 
     def stop(self) -> list[str]:
+        """Every change seen, except the kernel's own (link-local and address routes)."""
         time.sleep(0.3)
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=5)
-        return [line for line in out.splitlines() if line.strip()]
+        return [line for line in out.splitlines() if line.strip() and "proto kernel" not in line]
 
 
 @contextlib.contextmanager
