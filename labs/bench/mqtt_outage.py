@@ -82,9 +82,13 @@ class Driver:
         return out
 
 
-async def _count_events(host: str, port: int, want: int, topic: str) -> float:
-    start = time.monotonic()
-    async with aiomqtt.Client(host, port, identifier="bench-observer") as client:
+def _observer(host: str, port: int) -> aiomqtt.Client:
+    # A persistent session: the broker keeps what arrives while the observer is away.
+    return aiomqtt.Client(host, port, identifier="bench-observer", clean_session=False)
+
+
+async def _count_events(host: str, port: int, want: int, topic: str) -> None:
+    async with _observer(host, port) as client:
         await client.subscribe(topic, qos=1)
         seen = 0
         async with asyncio.timeout(120):
@@ -92,7 +96,6 @@ async def _count_events(host: str, port: int, want: int, topic: str) -> float:
                 seen += 1
                 if seen >= want:
                     break
-    return time.monotonic() - start
 
 
 def _row(name: str, samples: list[float]) -> dict[str, Any]:
@@ -107,7 +110,7 @@ def _row(name: str, samples: list[float]) -> dict[str, Any]:
 
 
 async def bench(outage_s: float, failovers: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp)) as broker:
+    with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp), persistent=True) as broker:
         settings = MqttSettings(host=broker.host, port=broker.port, reconnect_max_s=4.0)
         cfg = parse_config(CONFIG).model_copy(update={"mqtt": settings})
         publisher = MqttPublisher(cfg.agent_id, settings)
@@ -122,6 +125,8 @@ async def bench(outage_s: float, failovers: int) -> dict[str, Any]:
                 carrier, other = other, carrier
                 await asyncio.sleep(0.2)
             up_apply, up_step = driver.take()
+            async with _observer(broker.host, broker.port) as observer:
+                await observer.subscribe("vti-failover/bench/event", qos=1)
             broker.stop()
             down_at = time.monotonic()
             for i in range(failovers):
