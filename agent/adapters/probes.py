@@ -42,6 +42,7 @@ import errno
 import fcntl
 import heapq
 import ipaddress
+import itertools
 import logging
 import os
 import socket
@@ -302,7 +303,7 @@ class ProbeSource:
                 # Replies that arrived while this loop was busy are read before any
                 # probe is declared lost; their kernel timestamps say if they were in time.
                 for key, sock in self._sockets.items():
-                    self._on_readable(key, sock)
+                    self._on_readable(key, sock, limit=None)
             while deadlines and deadlines[0][0] <= now:
                 deadline, ident, seq = heapq.heappop(deadlines)
                 lost = pending.pop((ident, seq), None)
@@ -369,9 +370,12 @@ class ProbeSource:
                 (dst, target.port, 0, scope),
             )
 
-    def _on_readable(self, key: _SockKey, sock: socket.socket) -> None:
+    def _on_readable(
+        self, key: _SockKey, sock: socket.socket, limit: int | None = _READ_BATCH
+    ) -> None:
+        """Read up to `limit` replies (None: all that are queued)."""
         version, kind = key
-        for _ in range(_READ_BATCH):
+        for _ in itertools.repeat(None) if limit is None else range(limit):
             try:
                 data, ancdata, _, addr = sock.recvmsg(65535, 64)
             except (BlockingIOError, InterruptedError):
