@@ -1,0 +1,118 @@
+"""Payloads against the shipped JSON Schema, and monotonic-to-wall-clock conversion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from agent.adapters.mqtt_payloads import (
+    Clock,
+    Topics,
+    command_from_payload,
+    event_message,
+    status_message,
+    tunnel_state_message,
+)
+from agent.core import engine
+from agent.core.actions import PublishAlert, PublishTunnelState
+from agent.core.events import ChildSaDown, ChildSaUp, ProbeSucceeded
+from tests.mqtt.conftest import AGENT, base_config
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "config/schema/mqtt-payloads.schema.json").read_text()
+)
+TOPICS = Topics.of("vti-failover/", AGENT)
+# Monotonic 1000.0 is wall-clock 2026-11-27T12:00:00Z.
+CLOCK = Clock(monotonic=lambda: 1000.0, wall=lambda: 1_795_780_800.0)
+
+
+def validate(body: dict[str, Any], kind: str) -> None:
+    schema = dict(SCHEMA)
+    schema.pop("oneOf")
+    schema["$ref"] = f"#/$defs/{kind}"
+    jsonschema.Draft202012Validator(schema).validate(body)
+
+
+def _core_actions() -> tuple[list[PublishAlert], list[PublishTunnelState]]:
+    cfg = base_config()
+    state = engine.initial_state(cfg, 990.0)
+    actions = []
+    events = [ChildSaUp(tunnel="tun1"), ChildSaUp(tunnel="tun2")]
+    events += [ProbeSucceeded(tunnel=t, rtt_ms=4.0) for _ in range(2) for t in ("tun1", "tun2")]
+    events += [ChildSaDown(tunnel="tun1")]
+    for n, e in enumerate(events):
+        state, out = engine.step(state, e, 990.0 + n)
+        actions += out
+    alerts = [a for a in actions if isinstance(a, PublishAlert)]
+    states = [a for a in actions if isinstance(a, PublishTunnelState)]
+    return alerts, states
+
+
+def test_topics_sit_under_prefix_and_agent() -> None:
+    assert TOPICS.status == "vti-failover/site-a/status"
+    assert TOPICS.event == "vti-failover/site-a/event"
+    assert TOPICS.tunnel_state("tun1") == "vti-failover/site-a/tunnel/tun1/state"
+    assert TOPICS.cmd == "vti-failover/site-a/cmd"
+
+
+def test_core_alerts_and_states_match_the_schema() -> None:
+    alerts, states = _core_actions()
+    assert "failover" in [a.kind for a in alerts]
+    for a in alerts:
+        msg = event_message(TOPICS, AGENT, 1, a, CLOCK)
+        assert not msg.retain
+        validate(json.loads(msg.payload), "event")
+    for s in states:
+        msg = tunnel_state_message(TOPICS, AGENT, s, CLOCK)
+        assert msg.retain
+        validate(json.loads(msg.payload), "tunnel_state")
+    for online, at in ((True, 1.0), (False, 1.0), (False, None)):
+        validate(json.loads(status_message(TOPICS, AGENT, online, at, 0).payload), "status")
+
+
+def test_monotonic_times_become_utc_wall_clock() -> None:
+    alert = PublishAlert(
+        kind="failover",
+        at=997.5,
+        from_tunnels=("tun1",),
+        to_tunnels=("tun2",),
+        reason="tun1 child-sa-down",
+        detected_after_s=0.25,
+    )
+    body = json.loads(event_message(TOPICS, AGENT, 7, alert, CLOCK).payload)
+    assert body["at"] == "2026-11-27T11:59:57.500Z"
+    assert body["detected_at"] == "2026-11-27T11:59:57.250Z"
+    assert body["acted_after_s"] == 2.5
+    assert body["seq"] == 7
+
+
+def test_schema_rejects_a_payload_missing_its_version() -> None:
+    alerts, _ = _core_actions()
+    body = json.loads(event_message(TOPICS, AGENT, 1, alerts[0], CLOCK).payload)
+    del body["schema"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate(body, "event")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"drain tun1",
+        b"[]",
+        b'{"command": "reboot", "tunnel": "tun1"}',
+        b'{"command": "drain"}',
+    ],
+)
+def test_bad_commands_are_refused_with_a_reason(raw: bytes) -> None:
+    with pytest.raises(ValueError, match=r"\w"):
+        command_from_payload(raw)
+
+
+def test_commands_parse() -> None:
+    cmd = command_from_payload(b'{"command": "drain", "tunnel": "tun2"}')
+    assert (cmd.action, cmd.tunnel) == ("drain", "tun2")
