@@ -31,7 +31,7 @@ from agent.config import MqttSettings
 from agent.core.actions import Action, PublishAlert, PublishTunnelState
 from agent.ports import AdapterError
 
-__all__ = ["MqttPublisher", "backoff_delay", "client_options"]
+__all__ = ["QOS", "MqttPublisher", "backoff_delay", "client_options", "describe_failure"]
 
 log = logging.getLogger("vti_failover.mqtt")
 
