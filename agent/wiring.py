@@ -5,6 +5,8 @@ from __future__ import annotations
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.links import LinkSource
 from agent.adapters.metrics import MetricsExporter
+from agent.adapters.mqtt import MqttPublisher
+from agent.adapters.mqtt_commands import MqttCommands
 from agent.adapters.netlink import NetlinkActuator
 from agent.adapters.probes import ProbeSource
 from agent.adapters.strongswan import ViciSource
@@ -54,4 +56,11 @@ def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
         adapters.actuators.append(exabgp)
     if cfg.metrics.enabled:
         adapters.actuators.append(MetricsExporter(cfg.metrics, cfg.agent_id))
+    if cfg.mqtt is not None and cfg.mqtt.enabled:
+        if not dry_run:
+            # Last: operators hear of a change once routing has made it.
+            adapters.actuators.append(MqttPublisher(cfg.agent_id, cfg.mqtt))
+        if cfg.mqtt.commands:
+            names = [t.name for t in cfg.tunnels]
+            adapters.sources.append(MqttCommands(cfg.agent_id, cfg.mqtt, names))
     return adapters
