@@ -19,7 +19,6 @@ from agent.adapters.printer import ActionPrinter
 from agent.config import Config, ConfigError, json_schema, load_config
 from agent.replay import ReplayError, read_replay
 from agent.runtime import Adapters, Runtime, VirtualClock, replay
-from agent.wiring import build_live
 
 __all__ = ["main"]
 
@@ -86,6 +85,10 @@ def _load(path: Path) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Adapters pull in netlink, MQTT and BGP libraries: only `run` needs them, so `check`
+    # stays fast and works on a host without them.
+    from agent.wiring import build_live  # noqa: PLC0415
+
     cfg = _load(args.config)
     logging.basicConfig(
         level=args.log_level.upper(),
