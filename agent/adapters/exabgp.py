@@ -110,6 +110,7 @@ class ExaBgpAdapter:
         self._workdir = workdir if workdir is not None else cfg.exabgp.workdir
         self._desired: dict[Key, AnnouncePrefix] = {}
         self._up: set[str] = set()
+        self._skipped: set[Key] = set()
         self._session: _Session | None = None
         self._emit: Emit | None = None
         self._backlog: collections.deque[Event] = collections.deque(maxlen=_BACKLOG)
@@ -129,11 +130,9 @@ class ExaBgpAdapter:
         self._cfg = cfg
         self._local_as = cfg.bgp.local_as
         self._tunnel_of: dict[str, str] = {}
-        self._local_of: dict[str, str] = {}
         for t in cfg.tunnels:
             neighbor = str(cfg.neighbor_of(t))
             self._tunnel_of[neighbor] = t.name
-            self._local_of[neighbor] = str(t.inner.local.ip)
         self._ack_timeout_s = cfg.exabgp.ack_timeout_s
         self._executable = shlex.split(cfg.exabgp.executable)
         if (
@@ -174,11 +173,13 @@ class ExaBgpAdapter:
                 if self._desired.get(key) == action:
                     continue
                 self._desired[key] = action
-                lines.append(self._announce(action))
+                if self._sendable(action):
+                    lines.append(self._announce(action))
             elif isinstance(action, WithdrawPrefix):
                 key = (action.neighbor, api.canonical_prefix(action.prefix))
                 self._desired.pop(key, None)
-                lines.append(api.withdraw_line(action, self._local_of.get(action.neighbor)))
+                if self._sendable(action):
+                    lines.append(api.withdraw_line(action))
         session = self._session
         if not lines or session is None or session.closed:
             if lines:
@@ -201,10 +202,10 @@ class ExaBgpAdapter:
         if cleanup and session is not None and not session.closed and self._desired:
             lines = [
                 api.withdraw_line(
-                    WithdrawPrefix(neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix),
-                    self._local_of.get(a.neighbor),
+                    WithdrawPrefix(neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix)
                 )
                 for a in self._desired.values()
+                if self._sendable(a)
             ]
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._ack_timeout_s):
@@ -242,7 +243,21 @@ class ExaBgpAdapter:
             self._backlog.append(event)
 
     def _announce(self, action: AnnouncePrefix) -> str:
-        return api.announce_line(action, self._local_as, self._local_of.get(action.neighbor))
+        return api.announce_line(action, self._local_as)
+
+    def _sendable(self, action: AnnouncePrefix | WithdrawPrefix) -> bool:
+        """False for a prefix of the other family than the session (see api.same_family)."""
+        if api.same_family(action.prefix, action.neighbor):
+            return True
+        key = (action.neighbor, action.prefix)
+        if key not in self._skipped:
+            self._skipped.add(key)
+            log.warning(
+                "exabgp: not announcing %s to %s: the session is of the other address family",
+                action.prefix,
+                action.neighbor,
+            )
+        return False
 
     def _send(self, session: _Session, lines: Sequence[str]) -> list[asyncio.Future[bool]]:
         futures = session.send(lines)
@@ -255,7 +270,7 @@ class ExaBgpAdapter:
         lines = [
             self._announce(a)
             for (n, _), a in sorted(self._desired.items())
-            if neighbor is None or n == neighbor
+            if (neighbor is None or n == neighbor) and self._sendable(a)
         ]
         if lines:
             log.info("exabgp: replaying %d announcement(s) to %s", len(lines), neighbor or "all")

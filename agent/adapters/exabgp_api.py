@@ -25,6 +25,7 @@ __all__ = [
     "canonical_address",
     "canonical_prefix",
     "parse_line",
+    "same_family",
     "withdraw_line",
 ]
 
@@ -75,24 +76,17 @@ def canonical_prefix(text: str) -> str:
     return str(ipaddress.ip_network(text, strict=False))
 
 
-def _next_hop(prefix: str, local: str | None) -> str:
-    """`self` when the prefix matches the session's family; ExaBGP refuses that otherwise.
+def same_family(prefix: str, address: str) -> bool:
+    """True when `prefix` can go over a session to `address` with `next-hop self`.
 
-    An IPv6 prefix over an IPv4 session goes out with the IPv4-mapped local address,
-    which is what BIRD and FRR send and accept in that case (RFC 4291 section 2.5.5.2).
+    ExaBGP cannot send an IPv6 prefix with an IPv4 next hop that BIRD or FRR accept
+    (it encodes the IPv4-mapped address in 4 bytes), so such a pair is not announced.
     """
     net = ipaddress.ip_network(prefix, strict=False)
-    if local is None:
-        return "self"
-    addr = ipaddress.ip_address(local)
-    if net.version == addr.version:
-        return "self"
-    if net.version == 6:
-        return f"::ffff:{addr}"
-    return "self"
+    return net.version == ipaddress.ip_address(address).version
 
 
-def announce_line(action: AnnouncePrefix, local_as: int, local_address: str | None) -> str:
+def announce_line(action: AnnouncePrefix, local_as: int) -> str:
     """The ExaBGP 5 command announcing `action.prefix` to one neighbor with its attributes.
 
     An explicit AS path replaces ExaBGP's default ([local AS]) for eBGP, so a prepend is
@@ -100,7 +94,7 @@ def announce_line(action: AnnouncePrefix, local_as: int, local_address: str | No
     """
     parts = [
         f"neighbor {action.neighbor} announce route {canonical_prefix(action.prefix)}",
-        f"next-hop {_next_hop(action.prefix, local_address)}",
+        "next-hop self",
         "origin igp",
         f"med {action.med}",
     ]
@@ -112,10 +106,9 @@ def announce_line(action: AnnouncePrefix, local_as: int, local_address: str | No
     return " ".join(parts)
 
 
-def withdraw_line(action: WithdrawPrefix, local_address: str | None) -> str:
+def withdraw_line(action: WithdrawPrefix) -> str:
     return (
-        f"neighbor {action.neighbor} withdraw route {canonical_prefix(action.prefix)} "
-        f"next-hop {_next_hop(action.prefix, local_address)}"
+        f"neighbor {action.neighbor} withdraw route {canonical_prefix(action.prefix)} next-hop self"
     )
 
 
