@@ -41,4 +41,10 @@ if ! .venv/bin/python -c 'import agent, pytest, exabgp' 2>/dev/null \
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch .venv/.installed
 fi
+# The VM lab (labs/lab on a kernel without ip_vti/esp4) boots the distribution kernel
+# with virtme-ng.
+if [ ! -x .venv/bin/vng ]; then
+  echo "==> pip install virtme-ng (VM lab)"
+  .venv/bin/pip install -q --disable-pip-version-check 'virtme-ng>=1.30,<2'
+fi
 echo "==> ready: $(.venv/bin/vti-failover --version)"

@@ -16,7 +16,14 @@ kind=${LAB_TUNNEL_KIND:-vti}
 state=${LAB_STATE_ROOT:-/run/vti-failover-lab}/$node
 venv=${LAB_VENV:-$top/.venv}
 export PATH="$venv/bin:$PATH:/usr/sbin:/sbin"
+# charon and swanctl alike read the lab's strongswan.conf, never /etc's.
+export STRONGSWAN_CONF="$here/strongswan.conf"
 mkdir -p "$state/run"
+# A timestamped trace of every step, for when a node is slow or fails to come up.
+exec 19>"$state/node.trace"
+BASH_XTRACEFD=19
+PS4='+ ${EPOCHREALTIME} '
+set -x
 
 say() { echo "[$node] $*"; }
 
@@ -62,7 +69,7 @@ swanctl_conf() { # the site's swanctl.conf; the xfrm variant ties SAs by if_id, 
 start_charon() {
   # strongSwan 5.9 hard-codes /var/run/charon.pid: each charon gets a private /run bound
   # to its state dir, which also puts the vici socket at <state>/run/charon.vici.
-  STRONGSWAN_CONF="$here/strongswan.conf" daemon charon \
+  daemon charon \
     unshare -m sh -c 'mount --bind "$0" /run && exec /usr/lib/ipsec/charon' "$state/run"
   local n=0
   until [ -S "$state/run/charon.vici" ]; do

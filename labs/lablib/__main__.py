@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from lablib import vm
+from lablib.demo import run_demo
 from lablib.nslab import KINDS, STACKS, Lab, LabError
+from lablib.show import status_text
 from lablib.topology import TOP
 
 NEEDS_KERNEL = {"up", "demo", "bench", "status", "cut", "repair"}
@@ -28,8 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="where to run (default auto: a VM only when the kernel needs it)",
     )
-    p.add_argument("--results", type=Path, default=TOP / "results",
-                   help="directory the VM writes back to (default results/)")  # fmt: skip
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=TOP / "results",
+        help="directory the VM writes back to (default results/)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def stack_args(sp: argparse.ArgumentParser) -> None:
@@ -39,14 +45,21 @@ def _parser() -> argparse.ArgumentParser:
             default="stock",
             help="site A's speaker: stock ExaBGP, ExaBGP healthcheck, or the agent",
         )
-        sp.add_argument("--kind", choices=KINDS, default="vti",
-                        help="tunnel interfaces: VTI (key = mark) or XFRM interfaces (if_id)")  # fmt: skip
+        sp.add_argument(
+            "--kind",
+            choices=KINDS,
+            default="vti",
+            help="tunnel interfaces: VTI (key = mark) or XFRM interfaces (if_id)",
+        )
 
     up = sub.add_parser("up", help="build the lab and start every daemon")
     stack_args(up)
-    up.add_argument("--then", metavar="CMD",
-                    help="run CMD (a shell line) once the lab is up, then tear it down; "
-                    "the way to use the lab inside the VM")  # fmt: skip
+    up.add_argument(
+        "--then",
+        metavar="CMD",
+        help="run CMD (a shell line) once the lab is up, then tear it down; "
+        "the way to use the lab inside the VM",
+    )
     sub.add_parser("down", help="stop the lab's daemons and delete its namespaces")
     sub.add_parser("status", help="tunnels, SAs, BGP sessions and routes of the running lab")
     for name in ("cut", "repair"):
@@ -55,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the scripted failover demo (brings the lab up and down)")
     stack_args(demo)
     demo.set_defaults(stack=None)
-    bench = sub.add_parser("bench", help="the failover benchmark (labs/bench/failover.py)")
-    bench.add_argument("args", nargs=argparse.REMAINDER,
-                       help="arguments for labs/bench/failover.py (see its --help)")  # fmt: skip
+    sub.add_parser(
+        "bench",
+        help="the failover benchmark; further arguments go to labs/bench/failover.py",
+        add_help=False,
+    )
     return p
 
 
@@ -80,22 +95,31 @@ def _vm_argv(args: argparse.Namespace, argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.cmd != "bench" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.args = extra
     if os.geteuid() != 0:
         print("labs/lab: run as root (namespaces, tc, charon)", file=sys.stderr)
         return 2
-    if args.cmd in NEEDS_KERNEL and not vm.in_vm() and args.vm != "never":
-        if args.vm == "always" or not vm.kernel_ready():
-            if args.cmd in {"status", "cut", "repair"}:
-                print(f"labs/lab {args.cmd}: this kernel has no ip_vti/esp4, so the lab only "
-                      "lives inside a VM for one command; use demo, bench or up --then CMD",
-                      file=sys.stderr)  # fmt: skip
-                return 2
-            results = args.results.resolve()
-            guest = [w.replace("{results}", str(results)) for w in _vm_argv(args, argv)]
-            print(f"==> this kernel lacks ip_vti/esp4: booting {vm.kernel_image().name} "
-                  f"under virtme-ng (TCG, ~20 s); results in {results}", flush=True)  # fmt: skip
-            return vm.run_in_vm(guest, results)
+    wants_vm = args.cmd in NEEDS_KERNEL and not vm.in_vm() and args.vm != "never"
+    if wants_vm and (args.vm == "always" or not vm.kernel_ready()):
+        if args.cmd in {"status", "cut", "repair"}:
+            print(
+                f"labs/lab {args.cmd}: this kernel has no ip_vti/esp4, so the lab only "
+                "lives inside a VM for one command; use demo, bench or up --then CMD",
+                file=sys.stderr,
+            )
+            return 2
+        results = args.results.resolve()
+        guest = [w.replace("{results}", str(results)) for w in _vm_argv(args, argv)]
+        print(
+            f"==> this kernel lacks ip_vti/esp4: booting {vm.kernel_image().name} "
+            f"under virtme-ng (TCG, ~20 s); results in {results}",
+            flush=True,
+        )
+        return vm.run_in_vm(guest, results)
     try:
         return _dispatch(args)
     except LabError as exc:
@@ -130,13 +154,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif args.cmd == "repair":
             lab.repair(args.isp)
         else:
-            from lablib.show import status_text
-
             print(status_text(lab))
         return 0
     if args.cmd == "demo":
-        from lablib.demo import run_demo
-
         return run_demo(stack=args.stack, kind=args.kind)
     if args.cmd == "bench":
         script = TOP / "labs" / "bench" / "failover.py"

@@ -118,7 +118,7 @@ class Lab:
                     link.b_if,
                     "netns",
                     self.ns(link.b_node),
-                ]  # fmt: skip
+                ]
             )
         progress(f"namespaces and underlays: {', '.join(self.ns(n) for n in self.topo.nodes)}")
         for node in self.topo.nodes:
@@ -172,14 +172,13 @@ class Lab:
     def vici_uri(self, node: str) -> str:
         return f"unix://{self.state(node)}/run/charon.vici"
 
-    def child_installed(self, node: str, child: str) -> bool:
-        res = _run(
-            ["swanctl", "--list-sas", "--ike", child, "--uri", self.vici_uri(node)], check=False
-        )
-        return "INSTALLED" in res.stdout
+    def swanctl(self, node: str, *args: str) -> str:
+        env = dict(os.environ, STRONGSWAN_CONF=str(LAB_DIR / "strongswan.conf"))
+        res = _run(["swanctl", *args, "--uri", self.vici_uri(node)], check=False, env=env)
+        return res.stdout
 
-    def sas_text(self, node: str) -> str:
-        return _run(["swanctl", "--list-sas", "--uri", self.vici_uri(node)], check=False).stdout
+    def child_installed(self, node: str, child: str) -> bool:
+        return "INSTALLED" in self.swanctl(node, "--list-sas", "--ike", child)
 
     def link(self, node: str, dev: str) -> dict[str, object]:
         """The interface as `ip -j -s link` sees it (operstate, flags, stats64)."""

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from lablib.topology import TOP
 
-__all__ = ["GUEST_MODULES", "in_vm", "kernel_ready", "kernel_image", "run_in_vm"]
+__all__ = ["GUEST_MODULES", "in_vm", "kernel_image", "kernel_ready", "run_in_vm"]
 
 GUEST_MODULES = (
-    "ip_vti xfrm_interface esp4 xfrm_user authenc cbc aes_generic sha256_generic hmac "
-    "sch_ingress cls_matchall act_gact sch_netem veth"
-).split()
+    *("ip_vti", "xfrm_interface", "esp4", "xfrm_user", "veth"),
+    *("authenc", "cbc", "aes_generic", "sha256_generic", "hmac"),
+    *("sch_ingress", "cls_matchall", "act_gact", "sch_netem"),
+)
 IN_VM_ENV = "VTI_FAILOVER_LAB_IN_VM"
 
 
@@ -41,14 +42,47 @@ def kernel_ready() -> bool:
         return False
     try:
         vti = _quiet(
-            "ip", "-n", ns, "link", "add", "vtiprobe", "type", "vti",
-            "local", "192.0.2.1", "remote", "192.0.2.2", "key", "7",
-        )  # fmt: skip
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            "vtiprobe",
+            "type",
+            "vti",
+            "local",
+            "192.0.2.1",
+            "remote",
+            "192.0.2.2",
+            "key",
+            "7",
+        )
         esp = _quiet(
-            "ip", "-n", ns, "xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2",
-            "proto", "esp", "spi", "0x100", "mode", "tunnel", "mark", "7",
-            "enc", "cbc(aes)", "0x" + "11" * 32, "auth", "hmac(sha256)", "0x" + "22" * 32,
-        )  # fmt: skip
+            "ip",
+            "-n",
+            ns,
+            "xfrm",
+            "state",
+            "add",
+            "src",
+            "192.0.2.1",
+            "dst",
+            "192.0.2.2",
+            "proto",
+            "esp",
+            "spi",
+            "0x100",
+            "mode",
+            "tunnel",
+            "mark",
+            "7",
+            "enc",
+            "cbc(aes)",
+            "0x" + "11" * 32,
+            "auth",
+            "hmac(sha256)",
+            "0x" + "22" * 32,
+        )
         return vti and esp
     finally:
         _quiet("ip", "netns", "del", ns)
@@ -85,12 +119,17 @@ def run_in_vm(argv: list[str], rwdir: Path, *, memory: str = "2G", cpus: int = 2
     env["PATH"] = f"{TOP / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     cmd = [
         str(vng) if vng.exists() else "vng",
-        "--run", str(kernel_image()),
-        "--memory", memory,
-        "--cpus", str(cpus),
+        "--run",
+        str(kernel_image()),
+        "--memory",
+        memory,
+        "--cpus",
+        str(cpus),
         # KVM guests hang on these machines; TCG is slow to fork but dependable.
         "--disable-kvm",
-        "--rwdir", str(rwdir),
-        "--exec", f"bash -c {shlex.quote(guest)}",
-    ]  # fmt: skip
+        "--rwdir",
+        str(rwdir),
+        "--exec",
+        f"bash -c {shlex.quote(guest)}",
+    ]
     return subprocess.run(cmd, env=env, check=False, stdin=subprocess.DEVNULL).returncode

@@ -1,0 +1,276 @@
+"""Failover benchmark: cut the active ISP path again and again, measure each outage.
+
+Runs inside the lab's kernel (`labs/lab bench ...` boots the VM when needed). Per method
+it brings the lab up with that site-A stack, runs a constant sequence-numbered UDP stream
+both ways between the LAN hosts, cuts isp1 silently (tc ingress drop on both ends) `--cuts`
+times, then puts `--loss-pct` random loss on isp1 for `--loss-s` and counts failovers
+(site B's route to site A's LAN leaving vti1), which are all false.
+
+Outage of a cut = the longest gap between consecutive received datagrams, in send time,
+from the cut until the lab is back on isp1. B->A is steered by what site A announces
+(the methods differ there); A->B by site A's own routes (static in the stock stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lablib.nslab import Lab, LabError
+from lablib.topology import STATE_ROOT, TOP
+
+STREAM = Path(__file__).resolve().with_name("udp_stream.py")
+PY = str(TOP / ".venv" / "bin" / "python")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    stack: str  # lab stack for site A (labs/dual-vti/node.sh)
+    description: str
+    # Hook for the agent: a config override applied to site A's agent, once it runs.
+    agent_profile: str | None = None
+
+
+METHODS = {
+    "stock": Method("stock", "stock", "BGP over VTI, hold 9 s, DPD 2 s (ExaBGP static)"),
+    "healthcheck": Method(
+        "healthcheck", "healthcheck", "ExaBGP healthcheck: ping via tunnel, 1 s/0.5 s, fall 3"
+    ),
+    "agent-default": Method(
+        "agent-default", "agent", "vti-failover, lab config", agent_profile="default"
+    ),
+    "agent-fastest": Method(
+        "agent-fastest", "agent", "vti-failover, fastest settings", agent_profile="fastest"
+    ),
+}
+
+
+def agent_ready() -> bool:
+    """The agent can run the lab once its live adapters exist (agent/wiring.py builds them)."""
+    adapters = TOP / "agent" / "adapters"
+    return all((adapters / f"{name}.py").exists() for name in ("exabgp", "netlink", "vici"))
+
+
+@dataclass
+class Result:
+    name: str
+    description: str
+    cuts: int = 0
+    outage_s: list[float] = field(default_factory=list)
+    outage_a_to_b_s: list[float] = field(default_factory=list)
+    median_s: float | None = None
+    p95_s: float | None = None
+    max_s: float | None = None
+    false_failovers: int | None = None
+    loss_period_s: float = 0.0
+    note: str = ""
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def read_stream(path: Path) -> list[tuple[int, float]]:
+    """(seq, send_time) of every datagram received, in sequence order."""
+    rows = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            rows.append((int(parts[0]), float(parts[1])))
+    return sorted(set(rows))
+
+
+def longest_gap(rows: list[tuple[int, float]], start: float, end: float, rate: float) -> float:
+    """Longest time, in send time, between consecutive received datagrams sent in [start, end]."""
+    inside = [r for r in rows if start - 1.0 <= r[1] <= end]
+    gap = 0.0
+    for (s0, t0), (s1, t1) in itertools.pairwise(inside):
+        if s1 - s0 > 1:
+            gap = max(gap, t1 - t0 - 1.0 / rate)
+    return round(gap, 3)
+
+
+def on_isp1(lab: Lab) -> bool:
+    sessions = lab.bgp_sessions()
+    return (
+        sessions.get("tun1") == "Established"
+        and sessions.get("tun2") == "Established"
+        and lab.route_devs("siteB", "10.1.0.0/24")[:1] == ["vti1"]
+        and lab.child_installed("siteA", "tun1")
+    )
+
+
+def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
+    res = Result(method.name, method.description)
+    if method.stack == "agent" and not agent_ready():
+        res.note = "pending: the agent's live adapters (exabgp, netlink, vici) are not there yet"
+        return res
+    lab = Lab(method.stack, a.kind)
+    say = _sayer(log)
+    say(f"{method.name}: bringing the lab up ({a.kind}, stack {method.stack})")
+    lab.up(progress=lambda s: say(f"  {s}"))
+    try:
+        lab.wait_ready()
+        for node in ("lanA", "lanB"):
+            lab.spawn(node, "recv", PY, str(STREAM), "recv", "5000", str(_rx(node)))
+        lab.spawn(
+            "lanB", "send", PY, str(STREAM), "send", "10.1.0.10", "5000", "--rate", str(a.rate)
+        )
+        lab.spawn(
+            "lanA", "send", PY, str(STREAM), "send", "10.2.0.10", "5000", "--rate", str(a.rate)
+        )
+        time.sleep(3)
+        windows = []
+        for i in range(a.cuts):
+            lab.wait_for("the lab back on isp1", lambda: on_isp1(lab), timeout=120)
+            time.sleep(a.settle_s)
+            t_cut = time.time()
+            lab.cut("isp1")
+            time.sleep(a.cut_s)
+            lab.repair("isp1")
+            back = lab.wait_for("the lab back on isp1", lambda: on_isp1(lab), timeout=120)
+            windows.append((t_cut, time.time() + 1.0))
+            say(
+                f"  cut {i + 1}/{a.cuts}: {a.cut_s:.0f}s cut, back on isp1 {back:.1f}s after repair"
+            )
+        time.sleep(a.settle_s)
+        res.false_failovers, res.loss_period_s = count_false_failovers(lab, a, say)
+        time.sleep(1.5)
+        for node in ("lanA", "lanB"):
+            _stop(node, "send")
+        time.sleep(1.0)
+        for node in ("lanA", "lanB"):
+            _stop(node, "recv")
+        time.sleep(1.0)
+        b_to_a, a_to_b = read_stream(_rx("lanA")), read_stream(_rx("lanB"))
+        res.cuts = len(windows)
+        res.outage_s = [longest_gap(b_to_a, s, e, a.rate) for s, e in windows]
+        res.outage_a_to_b_s = [longest_gap(a_to_b, s, e, a.rate) for s, e in windows]
+        if res.outage_s:
+            res.median_s = round(statistics.median(res.outage_s), 3)
+            res.p95_s = p95(res.outage_s)
+            res.max_s = max(res.outage_s)
+    except LabError as exc:
+        res.note = f"failed: {exc}"
+        say(res.note)
+        for node in ("siteA", "siteB"):
+            say(lab.logs(node))
+    finally:
+        lab.down()
+    return res
+
+
+def count_false_failovers(lab: Lab, a: argparse.Namespace, say: object) -> tuple[int, float]:
+    """Failovers away from vti1 while isp1 only loses `loss_pct` of its packets."""
+    lab.lossy("isp1", a.loss_pct)
+    flips, prev = 0, "vti1"
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < a.loss_s:
+            best = (lab.route_devs("siteB", "10.1.0.0/24") or ["none"])[0]
+            if prev == "vti1" and best != "vti1":
+                flips += 1
+            prev = best
+            time.sleep(0.5)
+    finally:
+        lab.clean("isp1")
+    if callable(say):
+        say(f"  {a.loss_pct}% loss on isp1 for {a.loss_s:.0f}s: {flips} failover(s)")
+    return flips, round(time.monotonic() - start, 1)
+
+
+def _rx(node: str) -> Path:
+    return STATE_ROOT / node / "stream.rx"
+
+
+def _stop(node: str, name: str) -> None:
+    try:
+        pid = int((STATE_ROOT / node / f"{name}.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+
+
+def _sayer(log: list[str]):  # type: ignore[no-untyped-def]
+    def say(line: str) -> None:
+        stamped = f"{time.strftime('%H:%M:%S')} {line}"
+        print(stamped, flush=True)
+        log.append(stamped)
+
+    return say
+
+
+def table(results: list[Result]) -> str:
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    head = (
+        f"{'method':<15} {'cuts':>4} {'median s':>9} {'p95 s':>7} {'max s':>7} "
+        f"{'A->B med s':>10} {'false f/o':>9}  note"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        ab = statistics.median(r.outage_a_to_b_s) if r.outage_a_to_b_s else None
+        ff = "-" if r.false_failovers is None else str(r.false_failovers)
+        lines.append(
+            f"{r.name:<15} {r.cuts:>4} {fmt(r.median_s):>9} {fmt(r.p95_s):>7} {fmt(r.max_s):>7} "
+            f"{fmt(ab):>10} {ff:>9}  {r.note or r.description}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--methods",
+        default="stock,healthcheck,agent-default,agent-fastest",
+        help=f"comma-separated, of: {', '.join(METHODS)}",
+    )
+    p.add_argument("--cuts", type=int, default=10, help="cuts per method (default 10)")
+    p.add_argument("--cut-s", type=float, default=15.0, help="length of each cut")
+    p.add_argument("--settle-s", type=float, default=3.0, help="pause before each cut")
+    p.add_argument("--rate", type=float, default=200.0, help="datagrams/s each way")
+    p.add_argument("--loss-pct", type=float, default=5.0, help="loss of the lossy period")
+    p.add_argument("--loss-s", type=float, default=60.0, help="length of the lossy period")
+    p.add_argument("--kind", choices=("vti", "xfrm"), default="vti")
+    p.add_argument("--json", type=Path, help="write the results here")
+    a = p.parse_args()
+    names = [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        p.error(f"unknown method(s): {', '.join(unknown)}")
+    log: list[str] = []
+    started = datetime.now(UTC)
+    results = [run_method(METHODS[n], a, log) for n in names]
+    print()
+    print(table(results))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "started": started.isoformat(timespec="seconds"),
+            "kernel": platform.release(),
+            "machine": platform.node(),
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+            "methods": [asdict(r) for r in results],
+            "log": log,
+        }
+        a.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nwrote {a.json}")
+    return 0 if all(not r.note.startswith("failed") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

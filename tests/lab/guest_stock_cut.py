@@ -1,0 +1,60 @@
+"""Inside the lab's kernel: cut isp1 under the stock stack and record what the world shows.
+
+Run by test_vm_stock_stack.py through `labs/lab up --then ...`; writes JSON facts (states
+and times read from the real charons, kernel and BIRD) for the test to judge on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "labs"))
+from lablib.nslab import Lab
+
+
+def snapshot(lab: Lab) -> dict[str, object]:
+    vti1 = lab.link("siteA", "vti1")
+    return {
+        "vti1_flags": vti1.get("flags", []),
+        "vti1_operstate": vti1.get("operstate"),
+        "vti1_tx_carrier_errors": vti1["stats64"]["tx"].get("carrier_errors", 0),  # type: ignore[index]
+        "tun1_sa": lab.child_installed("siteA", "tun1"),
+        "tun2_sa": lab.child_installed("siteA", "tun2"),
+        "bgp": lab.bgp_sessions(),
+        "siteB_route_devs": lab.route_devs("siteB", "10.1.0.0/24"),
+    }
+
+
+def until(pred, timeout: float) -> float | None:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if pred():
+            return round(time.monotonic() - start, 1)
+        time.sleep(0.3)
+    return None
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    lab = Lab("stock", "vti")
+    facts: dict[str, object] = {"before": snapshot(lab)}
+    cut_at = time.monotonic()
+    lab.cut("isp1")
+    route_moved = until(lambda: lab.route_devs("siteB", "10.1.0.0/24")[:1] == ["vti2"], 40)
+    facts["route_moved_s"] = route_moved
+    facts["at_route_move"] = snapshot(lab)
+    sa_gone = until(lambda: not lab.child_installed("siteA", "tun1"), 60)
+    facts["sa_gone_s"] = None if sa_gone is None else round(time.monotonic() - cut_at, 1)
+    # Traffic the stock stack still routes into vti1: site A's static route to site B.
+    lab.sh(
+        "siteA", "busybox", "ping", "-c", "3", "-W", "1", "-I", "vti1", "169.254.1.2", check=False
+    )
+    facts["after_sa_gone"] = snapshot(lab)
+    out.write_text(json.dumps(facts, indent=2))
+
+
+if __name__ == "__main__":
+    main()

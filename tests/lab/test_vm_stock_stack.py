@@ -1,0 +1,72 @@
+"""The VM lab itself, end to end: real VTIs, charons, ExaBGP and BIRD, then a silent cut."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.system import require_root, require_tool
+
+TOP = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.services]
+
+
+@pytest.fixture(scope="module")
+def stock_cut(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Boot the VM, bring the stock lab up, cut isp1; the facts the guest recorded."""
+    require_root()
+    require_tool("qemu-system-x86_64")
+    if not (TOP / ".venv" / "bin" / "vng").exists():
+        pytest.skip("needs virtme-ng in .venv (bash labs/install.sh)")
+    results = tmp_path_factory.mktemp("vmlab")
+    facts = results / "facts.json"
+    guest = f".venv/bin/python tests/lab/guest_stock_cut.py {facts}"
+    proc = subprocess.run(
+        ["labs/lab", "--vm", "always", "--results", str(results), "up", "--then", guest],
+        cwd=TOP,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    if not facts.exists():
+        pytest.fail(
+            f"the VM lab produced no facts (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
+        )
+    loaded: dict[str, object] = json.loads(facts.read_text())
+    return loaded
+
+
+def test_lab_comes_up_with_both_tunnels_and_bgp_on_the_primary(stock_cut: dict) -> None:
+    before = stock_cut["before"]
+    assert before["tun1_sa"] is True
+    assert before["tun2_sa"] is True
+    assert before["bgp"] == {"tun1": "Established", "tun2": "Established"}
+    # MED 100 via vti1 beats MED 200 via vti2 at site B.
+    assert before["siteB_route_devs"][0] == "vti1"
+
+
+def test_bird_moves_to_vti2_only_after_the_hold_timer(stock_cut: dict) -> None:
+    moved = stock_cut["route_moved_s"]
+    assert moved is not None, "site B never moved site A's LAN off vti1"
+    # Nothing in the stock stack reacts before BGP's hold timer (9 s, keepalive 3 s).
+    assert 4.0 <= moved <= 20.0
+    at_move = stock_cut["at_route_move"]
+    assert at_move["bgp"]["tun1"] != "Established"
+    assert at_move["bgp"]["tun2"] == "Established"
+    assert at_move["tun2_sa"] is True
+
+
+def test_vti1_stays_up_after_its_sa_is_gone(stock_cut: dict) -> None:
+    assert stock_cut["sa_gone_s"] is not None, "DPD never deleted tun1's CHILD_SA"
+    after = stock_cut["after_sa_gone"]
+    assert after["tun1_sa"] is False
+    # The gap the agent closes: the kernel keeps the VTI up with no SA behind it ...
+    assert "UP" in after["vti1_flags"]
+    assert "LOWER_UP" in after["vti1_flags"]
+    # ... and keeps sending into it: those packets fail as carrier errors.
+    assert after["vti1_tx_carrier_errors"] > stock_cut["before"]["vti1_tx_carrier_errors"]
