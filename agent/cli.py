@@ -38,10 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path)
     run.add_argument("--dry-run", action="store_true", help="print each action, apply nothing")
     run.add_argument(
-        "--replay", type=Path, metavar="FILE", help="drive the core from a JSON-lines event file"
+        "--replay",
+        type=Path,
+        metavar="FILE",
+        help="drive the core from a JSON-lines event file and print its actions (no network)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub.add_parser("schema", help="print the config file's JSON Schema")
+    echo = sub.add_parser("udp-echo", help="echo UDP probes back (run this on a UDP-probed peer)")
+    echo.add_argument("--port", type=int, default=7)
+    echo.add_argument("--listen", nargs="+", default=["0.0.0.0", "::"], metavar="ADDRESS")
     return p
 
 
@@ -101,14 +107,16 @@ def _run(args: argparse.Namespace) -> int:
         except ReplayError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        # A replay never touches the system: its actions are printed, as with --dry-run.
         clock = VirtualClock()
-        actuators = (
-            [ActionPrinter(sys.stdout, clock)]
-            if args.dry_run
-            else build_live(cfg, dry_run=False).actuators
-        )
-        asyncio.run(replay(cfg, events, actuators, clock))
+        asyncio.run(replay(cfg, events, [ActionPrinter(sys.stdout, clock)], clock))
         return 0
+    if args.dry_run and cfg.exabgp.mode == "process" and cfg.bgp is not None:
+        print(
+            "error: --dry-run prints on stdout, which is ExaBGP's API in exabgp.mode: process",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     start = time.monotonic()
 
     def build(c: Config) -> Adapters:
@@ -117,7 +125,25 @@ def _run(args: argparse.Namespace) -> int:
             adapters.actuators = [ActionPrinter(sys.stdout, time.monotonic, start)]
         return adapters
 
-    asyncio.run(Runtime(cfg, build, config_path=args.config).run())
+    return asyncio.run(Runtime(cfg, build, config_path=args.config).run())
+
+
+def _udp_echo(args: argparse.Namespace) -> int:
+    # Imported here like the adapters for `run`: check and schema start fast without them.
+    from agent.adapters.probes import serve_udp_echo  # noqa: PLC0415
+    from agent.ports import AdapterError  # noqa: PLC0415
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port {args.port}: must be 1-65535", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve_udp_echo(args.port, tuple(args.listen)))
+    except AdapterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 
@@ -128,8 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(_summary(cfg)))
         return 0
     if args.command == "schema":
-        print(json.dumps(json_schema(), indent=2, sort_keys=True))
+        try:
+            print(json.dumps(json_schema(), indent=2, sort_keys=True))
+        except BrokenPipeError:
+            # `vti-failover schema | head` is fine: the reader simply had enough.
+            sys.stderr.close()
         return 0
+    if args.command == "udp-echo":
+        return _udp_echo(args)
     return _run(args)
 
 

@@ -84,7 +84,9 @@ class Runtime:
     def request_reload(self) -> None:
         self.queue.put_nowait(_Reload())
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit status 0) or an adapter gives up (status 1)."""
+        status = 0
         loop = asyncio.get_running_loop()
         for sig, handler in (
             (signal.SIGTERM, self.stop),
@@ -106,6 +108,12 @@ class Runtime:
                 if not self.cfg.policy.cleanup_on_exit
                 else "stopping, cleaning up"
             )
+        except* AdapterError as group:
+            # An adapter that cannot go on (ExaBGP closed our API pipe, no CAP_NET_RAW):
+            # one line each, then a non-zero exit so systemd restarts us.
+            for exc in group.exceptions:
+                log.critical("giving up: %s", exc)
+            status = 1
         finally:
             for actuator in reversed(self.adapters.actuators):
                 try:
@@ -115,6 +123,7 @@ class Runtime:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+        return status
 
     async def _wait_for_stop(self) -> None:
         await self._stop.wait()

@@ -209,8 +209,11 @@ def desired_routing(
         for name in (*carriers, *standbys):
             t = cfg.tunnel(name)
             attrs = cfg.bgp.active if name in carriers else cfg.bgp.standby
-            neighbor = str(cfg.neighbor_of(t))
-            for net in cfg.site_prefixes:
+            address = cfg.neighbor_of(t)
+            neighbor = str(address)
+            # With next-hop self a session carries only its own address family: an IPv6
+            # prefix over an IPv4 session would need an IPv6 next hop we do not have.
+            for net in (n for n in cfg.site_prefixes if n.version == address.version):
                 announcements[(neighbor, str(net))] = AnnouncePrefix(
                     neighbor=neighbor,
                     tunnel=name,

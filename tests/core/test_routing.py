@@ -301,8 +301,16 @@ def test_reconfigure_removes_routes_and_announcements_of_a_removed_carrier() -> 
     acts = sim.reconfigure(make_config(tunnels=[tunnel(2)]))
     assert sim.state.carriers == ("tun2",)
     withdrawn = {(a.neighbor, a.prefix) for a in acts if isinstance(a, act.WithdrawPrefix)}
-    assert withdrawn == {("169.254.1.2", "10.1.0.0/24"), ("169.254.1.2", "2001:db8:a::/48")}
+    assert withdrawn == {("169.254.1.2", "10.1.0.0/24")}
     assert routes_for(sim, REMOTE) == {10: {"vti2"}}
+
+
+def test_site_prefixes_go_only_to_sessions_of_their_family() -> None:
+    cfg = make_config(tunnels=[tunnel(1), tunnel(2, bgp_neighbor="2001:db8:ff::2")])
+    sim = Sim(cfg)
+    sim.bring_up()
+    announced = {(a.neighbor, a.prefix) for a in sim.state.asked.announcements.values()}
+    assert announced == {("169.254.1.2", "10.1.0.0/24"), ("2001:db8:ff::2", "2001:db8:a::/48")}
 
 
 def test_reconfigure_renamed_interface_releases_the_old_one() -> None:
