@@ -191,12 +191,13 @@ class Lab:
         return _run(["birdc", "-s", ctl, *cmd], check=False).stdout
 
     def bgp_sessions(self) -> dict[str, str]:
-        """BIRD's BGP protocols and their state (Established, Active, Connect...)."""
+        """BIRD's BGP protocols and their info column (Established, Active ..., Connect ...)."""
         sessions = {}
         for line in self.bird("show", "protocols").splitlines():
+            # name proto table state since-date since-time info... (siteB/bird.conf timeformat)
             words = line.split()
             if len(words) >= 6 and words[1] == "BGP":
-                sessions[words[0]] = words[-1]
+                sessions[words[0]] = " ".join(words[6:]) or words[3]
         return sessions
 
     def route_devs(self, node: str, prefix: str) -> list[str]:
