@@ -26,9 +26,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lablib.nslab import Lab, LabError
-from lablib.topology import STATE_ROOT, TOP
+from lablib.topology import LAB_DIR, STATE_ROOT, TOP
 
 STREAM = Path(__file__).resolve().with_name("udp_stream.py")
 PY = str(TOP / ".venv" / "bin" / "python")
@@ -61,6 +63,27 @@ def agent_ready() -> bool:
     """The agent can run the lab once its live adapters exist (agent/wiring.py builds them)."""
     adapters = TOP / "agent" / "adapters"
     return all((adapters / f"{name}.py").exists() for name in ("exabgp", "netlink", "vici"))
+
+
+# Method c's "fastest" settings: the lab config with the quickest detection it allows.
+FASTEST = {
+    "probe": {"kind": "icmp", "interval_s": 0.05, "timeout_s": 0.1},
+    "policy": {"rise": 2, "fall": 3},
+}
+
+
+def agent_config(method: Method, kind: str) -> Path | None:
+    """The agent config for a method: the lab's own, or a variant of it written to /tmp."""
+    if method.agent_profile in (None, "default"):
+        return None
+    name = "vti-failover-xfrm.yaml" if kind == "xfrm" else "vti-failover.yaml"
+    doc = yaml.safe_load((LAB_DIR / "siteA" / name).read_text())
+    for tunnel in doc["tunnels"]:
+        tunnel["probe"] = FASTEST["probe"]
+    doc["policy"].update(FASTEST["policy"])
+    out = Path("/tmp") / f"vti-failover-lab-{method.agent_profile}.yaml"
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
 
 
 @dataclass
@@ -118,7 +141,7 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
     if method.stack == "agent" and not agent_ready():
         res.note = "pending: the agent's live adapters (exabgp, netlink, vici) are not there yet"
         return res
-    lab = Lab(method.stack, a.kind)
+    lab = Lab(method.stack, a.kind, agent_config=agent_config(method, a.kind))
     say = _sayer(log)
     say(f"{method.name}: bringing the lab up ({a.kind}, stack {method.stack})")
     lab.up(progress=lambda s: say(f"  {s}"))

@@ -5,7 +5,8 @@
 #   node.sh NODE [STACK]      NODE: siteA siteB lanA lanB
 #                             STACK (site A only): stock | healthcheck | agent
 # Environment: LAB_TUNNEL_KIND=vti|xfrm (default vti), LAB_STATE_ROOT (default
-# /run/vti-failover-lab), LAB_VENV (default <checkout>/.venv).
+# /run/vti-failover-lab), LAB_VENV (default <checkout>/.venv), LAB_AGENT_CONFIG (stack
+# agent: another config than siteA/vti-failover.yaml).
 # Daemons write <state>/<name>.log and <name>.pid; teardown kills those pids.
 set -euo pipefail
 node=${1:?usage: node.sh NODE [STACK]}
@@ -143,6 +144,8 @@ case $node in
         exabgp_env
         cfg="$here/siteA/vti-failover.yaml"
         [ "$kind" = xfrm ] && cfg="$here/siteA/vti-failover-xfrm.yaml"
+        # The benchmark passes a variant (e.g. its fastest settings) derived from it.
+        cfg=${LAB_AGENT_CONFIG:-$cfg}
         daemon vti-failover vti-failover run "$cfg"
         ;;
       *)
@@ -159,4 +162,8 @@ case $node in
     exit 2
     ;;
 esac
-say "configured${stack:+ ($kind, $stack)}"
+case $node in
+  siteA) say "configured ($kind tunnels, $stack stack)" ;;
+  site*) say "configured ($kind tunnels)" ;;
+  *) say configured ;;
+esac

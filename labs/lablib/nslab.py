@@ -50,13 +50,16 @@ def _run(
 class Lab:
     """The running (or to-be-built) lab on this kernel."""
 
-    def __init__(self, stack: str = "stock", kind: str = "vti") -> None:
+    def __init__(
+        self, stack: str = "stock", kind: str = "vti", agent_config: Path | None = None
+    ) -> None:
         if stack not in STACKS:
             raise LabError(f"unknown stack {stack!r} (one of {', '.join(STACKS)})")
         if kind not in KINDS:
             raise LabError(f"unknown tunnel kind {kind!r} (one of {', '.join(KINDS)})")
         self.stack = stack
         self.kind = kind
+        self.agent_config = agent_config
         self.topo: Topology = load_topology()
 
     # -- plumbing --------------------------------------------------------------------------
@@ -91,6 +94,8 @@ class Lab:
             LAB_TUNNEL_KIND=self.kind,
             LAB_VENV=str(TOP / ".venv"),
         )
+        if self.agent_config is not None:
+            env["LAB_AGENT_CONFIG"] = str(self.agent_config)
         return env
 
     # -- lifecycle -------------------------------------------------------------------------
