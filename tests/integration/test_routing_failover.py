@@ -1,0 +1,203 @@
+"""The whole agent against a real BIRD: an SA-down event moves kernel routes and BGP at once.
+
+Site A runs the real Runtime and core with the real LinkSource, NetlinkActuator and
+ExaBgpAdapter (supervising a real exabgp in A's namespace); site B runs BIRD2 over two
+veth "tunnels". The trigger is a ChildSaDown/ChildSaUp from a scripted SA source. Every
+assertion reads the world: `ip -j route` in A, `birdc show route all` in B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.core.health import Health
+from tests.integration.sites import (
+    HOLD_TIME_S,
+    REMOTE4,
+    REMOTE6,
+    SITE,
+    STATIC,
+    agent_config,
+    foreign_routes,
+    kernel_routes,
+    running_agent,
+    site_b_bird,
+    two_sites,
+)
+from tests.support.bird import Bird
+from tests.support.netns_links import route_monitor
+from tests.support.system import require_tool, run
+
+pytestmark = [pytest.mark.root, pytest.mark.services]
+
+HOLD_DOWN_S = 3.0
+ACTIVE = (100, (65001,))
+STANDBY = (200, (65001, 65001, 65001))
+FOREIGN = [(REMOTE4, "vti2", 500)]
+
+# Both tunnels healthy: tun1 carries (metric 10), tun2 stands by (100); each learned
+# prefix goes via the tunnel that taught it, the static one via both.
+NORMAL = sorted(
+    [
+        (REMOTE4, "vti1", 10),
+        (REMOTE4, "vti2", 100),
+        (REMOTE6, "vti1", 10),
+        (REMOTE6, "vti2", 100),
+        (STATIC, "vti1", 10),
+        (STATIC, "vti2", 100),
+    ]
+)
+# tun1's SA is gone: tun2 carries everything at metric 10; nothing is left via vti1.
+FAILED_OVER = sorted([(REMOTE4, "vti2", 10), (REMOTE6, "vti2", 10), (STATIC, "vti2", 10)])
+# tun1's SA is back but the hold-down has not run out: tun1 is the standby.
+HELD = sorted(
+    [
+        (REMOTE4, "vti1", 100),
+        (REMOTE4, "vti2", 10),
+        (REMOTE6, "vti1", 100),
+        (REMOTE6, "vti2", 10),
+        (STATIC, "vti1", 100),
+        (STATIC, "vti2", 10),
+    ]
+)
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float) -> float:
+    """Poll `check` (in a thread: it runs ip/birdc) until true; returns the time it took."""
+    start = time.monotonic()
+    last: object = None
+    while not await asyncio.to_thread(check):
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} ({last})")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+def announced(bird: Bird) -> dict[str, tuple[int | None, tuple[int, ...]]]:
+    """What BIRD holds for site A's prefix, per session: (MED, AS path)."""
+    return {r.protocol: (r.med, r.as_path) for r in bird.routes() if r.prefix == SITE}
+
+
+def preferred(bird: Bird) -> str | None:
+    return next((r.protocol for r in bird.routes() if r.prefix == SITE and r.primary), None)
+
+
+def established(bird: Bird, session: str) -> bool:
+    return bird.protocol_state(session) == "Established"
+
+
+async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
+    tmp_path: Path,
+) -> None:
+    require_tool("bird")
+    with two_sites() as sites, site_b_bird(sites, tmp_path / "bird") as bird:
+        a = sites.a
+        # Someone else's route to a prefix the agent also routes (proto boot): never touched.
+        run("ip", "-n", a, "route", "add", REMOTE4, "dev", "vti2", "metric", "500")
+        cfg = agent_config(sites, tmp_path / "exabgp", hold_down_s=HOLD_DOWN_S)
+        async with running_agent(sites, cfg) as agent:
+            await until(
+                "both sessions", lambda: all(established(bird, s) for s in ("tun1", "tun2")), 40
+            )
+            await until("routes of both tunnels", lambda: kernel_routes(a) == NORMAL, 30)
+            await until(
+                "site prefix at BIRD",
+                lambda: announced(bird) == {"tun1": ACTIVE, "tun2": STANDBY},
+                20,
+            )
+            assert await asyncio.to_thread(preferred, bird) == "tun1"
+
+            # tun1's SA dies. Its BGP session is still up (it would take the 9 s hold
+            # timer to notice over a real tunnel): the agent must not wait for it.
+            down_at = agent.sa.down("tun1")
+            await until("failover in the kernel", lambda: kernel_routes(a) == FAILED_OVER, 8)
+            moved_after = time.monotonic() - down_at
+            await until(
+                "withdrawal on tun1",
+                lambda: announced(bird) == {"tun2": ACTIVE},
+                8,
+            )
+            bgp_after = time.monotonic() - down_at
+            # Nothing here came from a lost session: both are still up on both sides.
+            assert await asyncio.to_thread(established, bird, "tun1")
+            assert agent.runtime.state.health["tun1"].bgp_up
+            assert REMOTE4 in agent.runtime.state.learned["tun1"]
+            assert moved_after < HOLD_TIME_S
+            assert bgp_after < HOLD_TIME_S
+            assert await asyncio.to_thread(preferred, bird) == "tun2"
+            assert foreign_routes(a) == FOREIGN
+
+            # The SA comes back: tun1 is a standby at once, the carrier only after the
+            # preempt hold-down.
+            up_at = agent.sa.up("tun1")
+            await until("tun1 back as standby", lambda: kernel_routes(a) == HELD, 5)
+            assert agent.runtime.state.health["tun1"].state is Health.UP
+            assert agent.runtime.state.carriers == ("tun2",)
+            await until("failback", lambda: kernel_routes(a) == NORMAL, HOLD_DOWN_S + 10)
+            assert time.monotonic() - up_at >= HOLD_DOWN_S
+            await until(
+                "announcements restored",
+                lambda: announced(bird) == {"tun1": ACTIVE, "tun2": STANDBY},
+                8,
+            )
+            assert await asyncio.to_thread(preferred, bird) == "tun1"
+            assert foreign_routes(a) == FOREIGN
+
+        # A restart with nothing changed writes nothing: not even while the new ExaBGP
+        # re-establishes both sessions and re-learns site B's prefixes.
+        with route_monitor(a) as mon:
+            async with running_agent(sites, cfg) as agent:
+                await until(
+                    "sessions and announcements after restart",
+                    lambda: announced(bird) == {"tun1": ACTIVE, "tun2": STANDBY},
+                    40,
+                )
+                await until(
+                    "routes re-learned",
+                    lambda: all(
+                        {REMOTE4, REMOTE6} <= agent.runtime.state.learned.get(t, frozenset())
+                        for t in ("tun1", "tun2")
+                    ),
+                    20,
+                )
+                await asyncio.sleep(0.5)
+                changes = await asyncio.to_thread(mon.stop)
+                assert changes == []
+                assert kernel_routes(a) == NORMAL
+
+                # Site B stops announcing its IPv4 prefix: it leaves A's FIB on both tunnels.
+                await asyncio.to_thread(bird.birdc, "disable", "st4")
+                await until(
+                    "withdrawn prefix gone",
+                    lambda: (
+                        kernel_routes(a)
+                        == sorted(
+                            [
+                                (REMOTE6, "vti1", 10),
+                                (REMOTE6, "vti2", 100),
+                                (STATIC, "vti1", 10),
+                                (STATIC, "vti2", 100),
+                            ]
+                        )
+                    ),
+                    10,
+                )
+                # The session over tun1 ends: what it taught leaves; the static route stays.
+                await asyncio.to_thread(bird.birdc, "disable", "tun1")
+                await until(
+                    "tun1's learned routes gone",
+                    lambda: (
+                        kernel_routes(a)
+                        == sorted(
+                            [(REMOTE6, "vti2", 100), (STATIC, "vti1", 10), (STATIC, "vti2", 100)]
+                        )
+                    ),
+                    10,
+                )
+                assert not agent.runtime.state.health["tun1"].bgp_up
+                assert foreign_routes(a) == FOREIGN
