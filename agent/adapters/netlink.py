@@ -431,8 +431,20 @@ class NetlinkActuator:
         # IPv6 takes multipath only with a gateway on every hop; device-only hops (VTI,
         # XFRM) go in as separate routes of the same metric.
         split = family == socket.AF_INET6 and len(ordered) > 1 and not all(g for _, g in ordered)
+        # One IPv6 device route for another is replaced in place too, as a failover moves a
+        # carrier route: delete-then-add would leave the prefix without a route in between.
+        # Device routes are never ECMP siblings, so the replace can only hit our own route.
+        single6 = (
+            family == socket.AF_INET6
+            and len(ordered) == 1
+            and ordered[0][1] is None
+            and have is not None
+            and len(have) == 1
+            and not have[0].multipath
+            and all(gateway is None for _, gateway in have[0].hops)
+        )
         try:
-            if have and family == socket.AF_INET and not split:
+            if have and (family == socket.AF_INET or single6) and not split:
                 await self._route("replace", str(route), **self._base(key), **self._spec(ordered))
             else:
                 if have:

@@ -114,9 +114,19 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
 
             # tun1's SA dies. Its BGP session is still up (it would take the 9 s hold
             # timer to notice over a real tunnel): the agent must not wait for it.
-            down_at = agent.sa.down("tun1")
-            await until("failover in the kernel", lambda: kernel_routes(a) == FAILED_OVER, 8)
-            moved_after = time.monotonic() - down_at
+            with route_monitor(a) as mon:
+                down_at = agent.sa.down("tun1")
+                await until("failover in the kernel", lambda: kernel_routes(a) == FAILED_OVER, 8)
+                moved_after = time.monotonic() - down_at
+                seen = await asyncio.to_thread(mon.stop)
+            # Make-before-break: each carrier route (metric 10) is replaced in place, in
+            # both families; only the standby routes (metric 100) are deleted.
+            assert [
+                line for line in seen if line.startswith("Deleted") and " metric 10 " in f"{line} "
+            ] == []
+            assert sorted(line.split()[1] for line in seen if line.startswith("Deleted")) == sorted(
+                [REMOTE4, REMOTE6, STATIC]
+            )
             await until(
                 "withdrawal on tun1",
                 lambda: announced(bird) == {"tun2": ACTIVE},
