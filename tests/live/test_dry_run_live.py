@@ -25,7 +25,7 @@ from tests.probes.lab import Link, add_link, nft, nft_dropped
 from tests.support.charon import Charon, IpsecTunnel, charon, swanctl_conf, veth_pair
 from tests.support.system import netns, require_tool, run, sh_in
 
-pytestmark = [pytest.mark.root, pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.services]
 
 COMMAND = Path(sys.prefix) / "bin" / "vti-failover"
 REMOTE = "10.2.0.0/24"
@@ -52,7 +52,11 @@ HOLD_DOWN_S = 2.0
 STAMP_JITTER_S = 0.1
 
 
-def agent_config(vici_uri: str) -> str:
+ALL_BUT_XFRM = "vici, probe, link"
+
+
+def agent_config(vici_uri: str, tun1: str = ALL_BUT_XFRM, tun2: str = ALL_BUT_XFRM) -> str:
+    """The site A config; tun1 and tun2 name their liveness sources."""
     probe = "{kind: icmp, interval_s: 0.1, timeout_s: 0.5}"
     return f"""\
 agent_id: site-a
@@ -65,7 +69,7 @@ tunnels:
     ike: {{connection: tun1, child: tun1}}
     inner: {{local: 169.254.1.1/30, peer: 169.254.1.2}}
     role: primary
-    sources: [vici, probe, link]
+    sources: [{tun1}]
     probe: {probe}
   - name: tun2
     interface: vti2
@@ -75,7 +79,7 @@ tunnels:
     ike: {{connection: tun2, child: tun2}}
     inner: {{local: 169.254.2.1/30, peer: 169.254.2.2}}
     role: backup
-    sources: [vici, probe, link]
+    sources: [{tun2}]
     probe: {probe}
 remote_prefixes:
   static: [{REMOTE}]
@@ -99,34 +103,48 @@ vici:
 
 
 @dataclass
-class Sites:
+class StandIns:
+    """Site A and site B joined by veth pairs standing in for the tunnel interfaces."""
+
     ns_a: str
     ns_b: str
-    a: Charon
-    b: Charon
     vti1: Link
     vti2: Link
 
 
+@dataclass
+class Sites(StandIns):
+    """The stand-ins plus underlays and a charon on each side."""
+
+    a: Charon
+    b: Charon
+
+
 @pytest.fixture
-def sites() -> Iterator[Sites]:
+def standins() -> Iterator[StandIns]:
     require_tool("nft")
     with netns("vtfla") as ns_a, netns("vtflb") as ns_b:
-        veth_pair(ns_a, ns_b, "192.0.2.1", "192.0.2.2")
-        veth_pair(ns_a, ns_b, "198.51.100.1", "198.51.100.2")
-        for ns, addrs in ((ns_a, ("10.0.1.1", "10.1.1.1")), (ns_b, ("10.0.2.1", "10.1.2.1"))):
-            for addr in addrs:
-                sh_in(ns, "ip", "addr", "add", f"{addr}/32", "dev", "lo")
         # vti1/vti2 in site A, 169.254.N.1/30 <-> .2 (p1/p2 in site B).
         vti1 = add_link(ns_a, ns_b, 1, near_if="vti1")
         vti2 = add_link(ns_a, ns_b, 2, near_if="vti2")
-        with charon(ns_a, "site-a") as a, charon(ns_b, "site-b") as b:
-            # The responder first: an initiator that meets no config gives up for good.
-            b.load(swanctl_conf(SITE_B))
-            a.load(swanctl_conf(SITE_A))
-            for child in ("tun1", "tun2"):
-                a.swanctl("--initiate", "--child", child)
-            yield Sites(ns_a, ns_b, a, b, vti1, vti2)
+        yield StandIns(ns_a, ns_b, vti1, vti2)
+
+
+@pytest.fixture
+def sites(standins: StandIns) -> Iterator[Sites]:
+    ns_a, ns_b = standins.ns_a, standins.ns_b
+    veth_pair(ns_a, ns_b, "192.0.2.1", "192.0.2.2")
+    veth_pair(ns_a, ns_b, "198.51.100.1", "198.51.100.2")
+    for ns, addrs in ((ns_a, ("10.0.1.1", "10.1.1.1")), (ns_b, ("10.0.2.1", "10.1.2.1"))):
+        for addr in addrs:
+            sh_in(ns, "ip", "addr", "add", f"{addr}/32", "dev", "lo")
+    with charon(ns_a, "site-a") as a, charon(ns_b, "site-b") as b:
+        # The responder first: an initiator that meets no config gives up for good.
+        b.load(swanctl_conf(SITE_B))
+        a.load(swanctl_conf(SITE_A))
+        for child in ("tun1", "tun2"):
+            a.swanctl("--initiate", "--child", child)
+        yield Sites(ns_a, ns_b, standins.vti1, standins.vti2, a, b)
 
 
 @dataclass
@@ -296,4 +314,27 @@ async def test_sources_drive_failover_and_failback_in_a_dry_run(
         assert not [line for line in after if "remove" in line or "withdraw" in line], after
         assert "left as they are" in agent.stderr_path.read_text(), agent.transcript()
         # Shown with -rP: what an operator would have seen.
+        print(agent.transcript())
+
+
+async def test_an_xfrm_listed_tunnel_follows_the_kernel_sas(
+    standins: StandIns, tmp_path: Path
+) -> None:
+    # This kernel holds no SA at all (no ESP): for the XFRM source tun2 has none, so its
+    # passing probes must not make it eligible. tun1, which does not list xfrm, carries.
+    config = tmp_path / "site-a.yaml"
+    config.write_text(agent_config("unix:///nonexistent", "probe, link", "xfrm, probe, link"))
+    async with dry_run_agent(standins.ns_a, config) as agent:
+        batch = await agent.expect(re.escape(route("vti1", 10)))
+        batch += await agent.expect(r"state tun1: UP sa=unknown carrying")
+        assert "state tun2: DOWN sa=down idle (child-sa-down)" in "\n".join(batch), (
+            agent.transcript()
+        )
+        # Its probes answer all the while: several rise periods pass without it rising.
+        await asyncio.sleep(1.0)
+        assert not [line for line in agent.lines if "tun2: UP" in line or "vti2" in line], (
+            agent.transcript()
+        )
+        agent.proc.send_signal(signal.SIGTERM)
+        assert await agent.exit_status() == 0, agent.transcript()
         print(agent.transcript())
