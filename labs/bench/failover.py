@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lablib.demo import agent_ready
 from lablib.nslab import Lab, LabError
 from lablib.topology import LAB_DIR, STATE_ROOT, TOP
 
@@ -57,12 +58,6 @@ METHODS = {
         "agent-fastest", "agent", "vti-failover, fastest settings", agent_profile="fastest"
     ),
 }
-
-
-def agent_ready() -> bool:
-    """The agent can run the lab once its live adapters exist (agent/wiring.py builds them)."""
-    adapters = TOP / "agent" / "adapters"
-    return all((adapters / f"{name}.py").exists() for name in ("exabgp", "netlink", "vici"))
 
 
 # Method c's "fastest" settings: the lab config with the quickest detection it allows.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lablib.nslab import Lab, LabError
 from lablib.show import bgp_line, status_text, tunnel_line
-from lablib.topology import STATE_ROOT, TOP
+from lablib.topology import LAB_DIR, STATE_ROOT, TOP
 
 __all__ = ["agent_ready", "run_demo"]
 
@@ -19,9 +19,17 @@ RATE = 200.0
 
 
 def agent_ready() -> bool:
-    """The agent can run the lab once its live adapters exist (agent/wiring.py builds them)."""
-    adapters = TOP / "agent" / "adapters"
-    return all((adapters / f"{name}.py").exists() for name in ("exabgp", "netlink", "vici"))
+    """The agent can run the lab once agent/wiring.py builds live sources and actuators for it."""
+    try:
+        from agent.config import load_config  # noqa: PLC0415 - only the agent stack needs it
+        from agent.wiring import build_live  # noqa: PLC0415
+
+        adapters = build_live(load_config(LAB_DIR / "siteA" / "vti-failover.yaml"), dry_run=False)
+    except Exception:
+        return False
+    kinds = {type(x).__name__ for x in (*adapters.sources, *adapters.actuators)}
+    # Liveness from charon and a way to act on routing: the minimum the demo shows.
+    return bool(adapters.sources) and bool(adapters.actuators) and len(kinds) >= 3
 
 
 class Steps:
