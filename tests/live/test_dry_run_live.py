@@ -6,6 +6,10 @@ The agent watches charon over VICI, probes through the stand-ins and follows the
 netlink state. The test breaks one input at a time and reads the actions the agent
 prints: each failure moves traffic to the backup with the reason of the input that saw
 it, and a charon crash (SA state unknown, probes fine) moves nothing.
+
+The fourth source, kernel XFRM, can only be shown here holding a tunnel down: this
+kernel has no ESP, so it holds no SA (kernel-libipsec keeps charon's SAs in userspace).
+Its SAs coming and going need the VM lab's kernel.
 """
 
 from __future__ import annotations
