@@ -70,10 +70,9 @@ HELD = sorted(
 async def until(what: str, check: Callable[[], bool], timeout: float) -> float:
     """Poll `check` (in a thread: it runs ip/birdc) until true; returns the time it took."""
     start = time.monotonic()
-    last: object = None
     while not await asyncio.to_thread(check):
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} ({last})")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
     return time.monotonic() - start
 
