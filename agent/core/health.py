@@ -141,6 +141,11 @@ def _set_sa(h: TunnelHealth, source: str, view: SaView) -> TunnelHealth:
 
 def _push(h: TunnelHealth, ok: bool, rules: HealthRules, at: float) -> TunnelHealth:
     window = (*h.window, ok)[-rules.loss_window :]
+    if h.state is Health.DOWN:
+        # Losses while DOWN are the outage itself, not the quality of the repaired path:
+        # in probation the window holds only the current run of answers, so a repaired
+        # tunnel is judged on what it does now (fail_streak still keeps it DOWN meanwhile).
+        window = window if ok else ()
     if ok:
         # An answer ends a run of lost probes; a dead SA or link is still trouble.
         still = h.sa is SaView.DOWN or not (h.link_present and h.link_oper_up)
@@ -238,11 +243,23 @@ def verdict_of(h: TunnelHealth, rules: HealthRules) -> tuple[Verdict, str]:
     return (Verdict.POOR, poor) if poor else (Verdict.QUIET, "")
 
 
+# Causes that are facts about the tunnel rather than counts of probes.
+_HARD_CAUSES = frozenset({"child-sa-down", "link-removed", "link-down"})
+
+
 def judge(h: TunnelHealth, rules: HealthRules, now: float) -> TunnelHealth:
     """Apply the verdict to the current state through TRANSITIONS."""
     verdict, why = verdict_of(h, rules)
     nxt = TRANSITIONS[(h.state, verdict)]
     if nxt is h.state:
+        if (
+            nxt is Health.DOWN
+            and verdict is Verdict.DEAD
+            and why in _HARD_CAUSES
+            and why != h.reason
+        ):
+            # The hard cause changed (a deleted link first shows as down): say the latest one.
+            return replace(h, reason=why)
         if nxt in (Health.UP, Health.INIT) and verdict is Verdict.ALIVE_GOOD:
             # Fully healthy again: the next failure run starts its own clock.
             return replace(h, trouble_since=None) if h.trouble_since is not None else h

@@ -126,3 +126,25 @@ def test_state_lines_name_the_role() -> None:
     sim.probes("tun1", 3)
     assert str(sim.state.reported["tun1"]) == "state tun1: UP sa=up standby (3 probes answered)"
     assert sim.state.reported["tun1"].metric == 100
+
+
+def test_losses_during_an_outage_do_not_degrade_the_repaired_tunnel() -> None:
+    # Default-like window: many probes lost while DOWN must not hold the tunnel DEGRADED
+    # once it answers again (it was repaired; the outage is not its quality now).
+    sim = Sim(make_config(loss_window=50, loss_down=25, loss_degraded=10))
+    sim.bring_up()
+    sim.probes("tun1", 40, ok=False)
+    assert sim.health("tun1") is Health.DOWN
+    sim.probes("tun1", sim.cfg.policy.rise, ok=True)
+    assert sim.health("tun1") is Health.UP
+    assert sim.state.health["tun1"].losses == 0
+
+
+def test_a_deleted_link_reports_removed_after_down() -> None:
+    sim = Sim(make_config())
+    sim.bring_up()
+    sim.step(ev.LinkChanged(tunnel="tun1", present=True, admin_up=True, oper_up=False))
+    assert sim.state.health["tun1"].reason == "link-down"
+    sim.step(ev.LinkChanged(tunnel="tun1", present=False, admin_up=False, oper_up=False))
+    assert sim.health("tun1") is Health.DOWN
+    assert sim.state.health["tun1"].reason == "link-removed"

@@ -63,7 +63,7 @@ TABLE: dict[str, tuple[tuple[Health, str | None], ...]] = {
         (H.DOWN, "child-sa-down"),
         (H.DOWN, "child-sa-down"),
         (H.DOWN, "child-sa-down"),
-        (H.DOWN, "probe-loss 3 in a row"),
+        (H.DOWN, "child-sa-down"),  # already DOWN by probes: the hard cause is the news
         (H.ADMIN_DOWN, "admin"),
     ),
     "ChildSaRekeyed": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
@@ -86,7 +86,7 @@ TABLE: dict[str, tuple[tuple[Health, str | None], ...]] = {
         (H.DOWN, "link-down"),
         (H.DOWN, "link-down"),
         (H.DOWN, "link-down"),
-        (H.DOWN, "probe-loss 3 in a row"),
+        (H.DOWN, "link-down"),
         (H.ADMIN_DOWN, _),
     ),
     "BgpNeighborUp": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
