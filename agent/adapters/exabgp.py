@@ -28,6 +28,7 @@ from agent.adapters.exabgp_config import exabgp_conf, exabgp_env
 from agent.config import Config
 from agent.core.actions import Action, AnnouncePrefix, WithdrawPrefix
 from agent.core.events import (
+    BgpEndOfRib,
     BgpNeighborDown,
     BgpNeighborUp,
     BgpRouteLearned,
@@ -348,6 +349,10 @@ class ExaBgpAdapter:
                     self._event(BgpRouteWithdrawn(tunnel=tunnel, prefix=prefix, at=now))
                 for prefix in announced:
                     self._event(BgpRouteLearned(tunnel=tunnel, prefix=prefix, at=now))
+            case api.EndOfRib(peer=peer, family=family):
+                tunnel = self._tunnel_of.get(peer)
+                if tunnel is not None:
+                    self._event(BgpEndOfRib(tunnel=tunnel, family=family, at=now))
             case api.Ignored():
                 pass
         return False

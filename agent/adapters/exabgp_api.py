@@ -17,6 +17,7 @@ from agent.core.actions import AnnouncePrefix, WithdrawPrefix
 __all__ = [
     "Ack",
     "ApiParseError",
+    "EndOfRib",
     "Ignored",
     "Message",
     "NeighborChanged",
@@ -62,13 +63,21 @@ class RoutesChanged:
 
 
 @dataclass(frozen=True)
+class EndOfRib:
+    """The neighbor sent all its routes of one unicast family ("ipv4" or "ipv6")."""
+
+    peer: str
+    family: str
+
+
+@dataclass(frozen=True)
 class Ignored:
     """Valid JSON we do not act on (keepalives, EoR, other families, notifications...)."""
 
     kind: str
 
 
-Message = Ack | NeighborChanged | RoutesChanged | Ignored
+Message = Ack | NeighborChanged | RoutesChanged | EndOfRib | Ignored
 
 
 def canonical_prefix(text: str) -> str:
@@ -152,7 +161,18 @@ def _message(obj: dict[str, Any]) -> Message:
         return Ignored("update sent")
     update = neighbor["message"].get("update")
     if update is None:
-        # An End-of-RIB marker arrives as {"message": {"eor": {...}}}.
+        # An End-of-RIB marker arrives as {"message": {"eor": {"afi": ..., "safi": ...}}}.
+        eor = neighbor["message"].get("eor")
+        if (
+            isinstance(eor, dict)
+            and eor.get("safi") == "unicast"
+            and eor.get("afi")
+            in (
+                "ipv4",
+                "ipv6",
+            )
+        ):
+            return EndOfRib(peer=peer, family=str(eor["afi"]))
         return Ignored("eor")
     announced: list[str] = []
     for family, by_nexthop in dict(update.get("announce", {})).items():

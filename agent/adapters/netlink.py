@@ -27,7 +27,15 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-from agent.core.actions import Action, InstallRoute, RemoveRoute, Route, SetLinkDown, SetLinkUp
+from agent.core.actions import (
+    Action,
+    InstallRoute,
+    RemoveRoute,
+    Route,
+    SetLinkDown,
+    SetLinkUp,
+    SweepRoutes,
+)
 from agent.ports import AdapterError, InterfaceNotFoundError, PermissionDeniedError
 
 __all__ = [
@@ -189,7 +197,9 @@ class NetlinkActuator:
         self.writes = 0
 
     def wants(self, action: Action) -> bool:
-        return isinstance(action, SetLinkUp | SetLinkDown | InstallRoute | RemoveRoute)
+        return isinstance(
+            action, SetLinkUp | SetLinkDown | InstallRoute | RemoveRoute | SweepRoutes
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -318,6 +328,16 @@ class NetlinkActuator:
                         if key in self._desired and self._desired[key] == action.route:
                             del self._desired[key]
                         touched.append(key)
+                    elif isinstance(action, SweepRoutes):
+                        # Routes of ours adopted at start that the core never asked for again.
+                        family = socket.AF_INET if action.family == "ipv4" else socket.AF_INET6
+                        await self._refresh()
+                        stale = [
+                            k for k in self._owned if k[0] == family and k not in self._desired
+                        ]
+                        if stale:
+                            log.info("sweeping %d stale %s route(s)", len(stale), action.family)
+                        touched.extend(stale)
                 except AdapterError as exc:
                     errors.append(exc)
                 # Make-before-break: the core orders links, installs, removals; keep it.

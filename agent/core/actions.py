@@ -19,6 +19,7 @@ __all__ = [
     "Route",
     "SetLinkDown",
     "SetLinkUp",
+    "SweepRoutes",
     "WithdrawPrefix",
 ]
 
@@ -96,6 +97,17 @@ class RemoveRoute(Action):
 
     def __str__(self) -> str:
         return f"remove route {self.route}"
+
+
+@dataclass(frozen=True)
+class SweepRoutes(Action):
+    """Every route of this family the core wants has now been asked for: remove any other
+    route of ours (left by a previous run for a prefix nobody announces any more)."""
+
+    family: str
+
+    def __str__(self) -> str:
+        return f"sweep {self.family} routes of ours that are no longer wanted"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,11 @@ class CoreState:
     # What the core last asked the actuators for: the base of every diff.
     asked: pol.Desired = field(default_factory=pol.Desired)
     reported: Mapping[str, act.PublishTunnelState] = field(default_factory=dict)
+    # Routes left by a previous run are swept once the desired set is complete: per family
+    # when every BGP neighbor sent End-of-RIB for it, or at sweep_by at the latest.
+    sweep_by: float = 0.0
+    end_of_rib: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    swept: frozenset[str] = frozenset()
 
 
 def rules_for(cfg: Config, tunnel: str) -> hl.HealthRules:
@@ -66,11 +71,22 @@ def _settle_grace(cfg: Config) -> float:
     return max(waits) + 1.0
 
 
+FAMILIES = ("ipv4", "ipv6")
+
+
+def _learning(cfg: Config) -> bool:
+    return cfg.bgp is not None and cfg.remote_prefixes.learned_from_bgp
+
+
 def initial_state(cfg: Config, now: float) -> CoreState:
+    grace = _settle_grace(cfg)
+    # Sessions need a few hold times at most to come up and send their tables.
+    sweep_wait = 3.0 * cfg.bgp.hold_time_s if cfg.bgp is not None and _learning(cfg) else 0.0
     return CoreState(
         cfg=cfg,
         started_at=now,
-        settle_by=now + _settle_grace(cfg),
+        settle_by=now + grace,
+        sweep_by=now + grace + sweep_wait,
         health={t.name: hl.TunnelHealth(since=now) for t in cfg.tunnels},
         damping={t.name: damp.DampState(updated_at=now) for t in cfg.tunnels},
     )
@@ -163,6 +179,10 @@ def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list
         if isinstance(event, ev.BgpNeighborDown):
             # A lost session takes everything it taught us with it.
             learned[name] = frozenset()
+        if isinstance(event, ev.BgpEndOfRib):
+            eor = dict(state.end_of_rib)
+            eor[name] = eor.get(name, frozenset()) | {event.family}
+            state = replace(state, end_of_rib=eor)
         if isinstance(event, ev.LinkChanged):
             if _echo(state, event):
                 return _decide(state, now, before=state.health)
@@ -252,8 +272,25 @@ def _decide(
     )
     actions = _diff(old_cfg or cfg, cfg, state.asked, desired)
     state = replace(state, carriers=carriers, both_down=both_down, asked=desired)
+    sweeps = _sweeps(state, now)
+    if sweeps:
+        state = replace(state, swept=state.swept | {s.family for s in sweeps})
     state, reports = _reports(state, routes)
-    return state, actions + alerts + reports
+    return state, [*actions, *sweeps, *alerts, *reports]
+
+
+def _sweeps(state: CoreState, now: float) -> list[act.SweepRoutes]:
+    """Sweep a family once nothing more of it can be on its way (see CoreState.sweep_by)."""
+    neighbors = [t.name for t in state.cfg.tunnels] if _learning(state.cfg) else []
+    return [
+        act.SweepRoutes(family)
+        for family in FAMILIES
+        if family not in state.swept
+        and (
+            now >= state.sweep_by
+            or all(family in state.end_of_rib.get(n, frozenset()) for n in neighbors)
+        )
+    ]
 
 
 def _alert(
@@ -371,6 +408,8 @@ def next_deadline(state: CoreState, now: float) -> float | None:
     times: list[float] = []
     if not state.settled:
         times.append(state.settle_by)
+    if len(state.swept) < len(FAMILIES):
+        times.append(state.sweep_by)
     usable = _usable(state)
     times += pol.pending_preemptions(cfg, usable, state.health, state.usable_since, state.carriers)
     times += pol.probation_deadlines(cfg, state.health, now)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "AdminDisabled",
     "AdminEnabled",
+    "BgpEndOfRib",
     "BgpNeighborDown",
     "BgpNeighborUp",
     "BgpRouteLearned",
@@ -104,6 +105,14 @@ class BgpRouteLearned(Event):
 
     tunnel: str
     prefix: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BgpEndOfRib(Event):
+    """The neighbor finished sending its routes of one family ("ipv4" or "ipv6")."""
+
+    tunnel: str
+    family: str = "ipv4"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -70,7 +70,7 @@ def test_captured_exabgp_lines_parse() -> None:
         api.NeighborChanged("169.254.2.2", "connected"),
         api.NeighborChanged("169.254.2.2", "up"),
         api.RoutesChanged("169.254.2.2", ("10.2.0.0/24",), ()),
-        api.Ignored("eor"),
+        api.EndOfRib("169.254.2.2", "ipv4"),
         api.RoutesChanged("169.254.2.2", ("2001:db8:b::/48",), ()),
         api.NeighborChanged("169.254.1.2", "down", "stop, message [shutting down]"),
         api.Ack(ok=False, shutdown=True),

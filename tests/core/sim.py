@@ -127,6 +127,11 @@ class Sim:
             self.now += 0.2
             for name in names:
                 self.step(ev.ProbeSucceeded(tunnel=name, rtt_ms=5.0, at=self.now))
+        if self.cfg.bgp is not None and self.cfg.remote_prefixes.learned_from_bgp:
+            # The sessions come up and each neighbor sends its table, then End-of-RIB.
+            for name in names:
+                for family in ("ipv4", "ipv6"):
+                    self.step(ev.BgpEndOfRib(tunnel=name, family=family, at=self.now))
 
     def of(self, kind: type[act.Action]) -> list[Any]:
         return [a for a in self.last if isinstance(a, kind)]

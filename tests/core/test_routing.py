@@ -430,3 +430,42 @@ def test_xfrm_source_down_wins_over_vici_up() -> None:
     sim.step(ev.ChildSaDown(tunnel="tun1", source="xfrm"))
     assert sim.health("tun1") is Health.DOWN
     assert sim.state.reported["tun1"].sa == "down"
+
+
+def _sweeps(sim: Sim) -> list[tuple[float, str]]:
+    return [(t, a.family) for t, a in sim.log if isinstance(a, act.SweepRoutes)]
+
+
+def test_sweep_waits_for_end_of_rib_from_every_neighbor_per_family() -> None:
+    sim = Sim(make_config())
+    for name in ("tun1", "tun2"):
+        sim.step(ev.ChildSaUp(tunnel=name, at=sim.now))
+    sim.probes("tun1", 3)
+    sim.probes("tun2", 3)
+    assert sim.state.settled
+    assert _sweeps(sim) == []
+    sim.step(ev.BgpEndOfRib(tunnel="tun1", family="ipv4"))
+    assert _sweeps(sim) == []  # tun2 may still be sending its IPv4 routes
+    sim.step(ev.BgpRouteLearned(tunnel="tun2", prefix="10.7.0.0/24"))
+    sim.step(ev.BgpEndOfRib(tunnel="tun2", family="ipv4"))
+    # Swept only after the route just learned was asked for, in the same or an earlier step.
+    assert _sweeps(sim) == [(sim.now, "ipv4")]
+    assert act.SweepRoutes("ipv4") in sim.last
+    assert routes_for(sim, "10.7.0.0/24")
+    # IPv6 never gets End-of-RIB here: it is swept when the wait runs out, by a timer.
+    assert next_deadline(sim.state, sim.now) == sim.state.sweep_by
+    sim.advance(sim.state.sweep_by)
+    assert _sweeps(sim)[-1] == (sim.state.sweep_by, "ipv6")
+    assert next_deadline(sim.state, sim.now) is None
+
+
+def test_without_learned_routes_the_sweep_follows_the_first_decision() -> None:
+    sim = Sim(make_config(learned=False))
+    sim.bring_up()
+    names = [type(a).__name__ for _, a in sim.log if not isinstance(a, act.PublishTunnelState)]
+    first_sweep = names.index("SweepRoutes")
+    # Every wanted route was asked for before anything of ours is swept.
+    assert "InstallRoute" in names[:first_sweep]
+    assert "InstallRoute" not in names[first_sweep:]
+    assert [f for _, f in _sweeps(sim)] == ["ipv4", "ipv6"]
+    assert str(act.SweepRoutes("ipv4")) == "sweep ipv4 routes of ours that are no longer wanted"

@@ -212,11 +212,6 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
                 assert foreign_routes(a) == FOREIGN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a route adopted at start that the new run never asks for again stays: the core "
-    "has no moment at which its desired routes are complete (learned routes come later)",
-)
 async def test_prefix_withdrawn_while_the_agent_was_stopped_leaves_after_restart(
     tmp_path: Path,
 ) -> None:
