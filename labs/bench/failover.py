@@ -49,7 +49,7 @@ class Method:
 METHODS = {
     "stock": Method("stock", "stock", "BGP over VTI, hold 9 s, DPD 2 s (ExaBGP static)"),
     "healthcheck": Method(
-        "healthcheck", "healthcheck", "ExaBGP healthcheck: ping via tunnel, 1 s/0.5 s, fall 3"
+        "healthcheck", "healthcheck", "ExaBGP healthcheck: ping via vti1, MED over tun2, fall 3"
     ),
     "agent-default": Method(
         "agent-default", "agent", "vti-failover, lab config", agent_profile="default"
