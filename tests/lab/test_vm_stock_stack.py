@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
 import pytest
 
-from tests.support.system import require_root, require_tool
-
-TOP = Path(__file__).resolve().parents[2]
+from tests.lab.vmrun import facts_from_vm
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.services]
 
@@ -18,27 +12,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.se
 @pytest.fixture(scope="module")
 def stock_cut(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Boot the VM, bring the stock lab up, cut isp1; the facts the guest recorded."""
-    require_root()
-    require_tool("qemu-system-x86_64")
-    if not (TOP / ".venv" / "bin" / "vng").exists():
-        pytest.skip("needs virtme-ng in .venv (bash labs/install.sh)")
-    results = tmp_path_factory.mktemp("vmlab")
-    facts = results / "facts.json"
-    guest = f".venv/bin/python tests/lab/guest_stock_cut.py {facts}"
-    proc = subprocess.run(
-        ["labs/lab", "--vm", "always", "--results", str(results), "up", "--then", guest],
-        cwd=TOP,
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
-    if not facts.exists():
-        pytest.fail(
-            f"the VM lab produced no facts (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
-        )
-    loaded: dict[str, object] = json.loads(facts.read_text())
-    return loaded
+    return facts_from_vm(tmp_path_factory.mktemp("vmlab"), "stock", "guest_stock_cut.py")
 
 
 def test_lab_comes_up_with_both_tunnels_and_bgp_on_the_primary(stock_cut: dict) -> None:
