@@ -59,12 +59,43 @@ def _longest_gap(path: Path, since: float) -> float | None:
     return max([0.0, *gaps])
 
 
-def _watch(lab: Lab, steps: Steps, what: str, pred: Callable[[], bool], timeout: float) -> None:
+def _watch(
+    lab: Lab, steps: Steps, what: str, pred: Callable[[], bool], timeout: float, since: float
+) -> None:
+    """Wait for pred; print when it held, in seconds after `since` (a monotonic time)."""
     try:
-        took = lab.wait_for(what, pred, timeout)
-        steps.show(f"{what}: after {took:.1f}s")
+        lab.wait_for(what, pred, timeout)
+        steps.show(f"{what}: {time.monotonic() - since:.1f}s after")
     except LabError:
         steps.show(f"{what}: not within {timeout:.0f}s")
+
+
+def _flowing(*paths: Path) -> bool:
+    return all(p.exists() and p.stat().st_size > 0 for p in paths)
+
+
+def _vti1_down(lab: Lab) -> bool:
+    flags = lab.link("siteA", "vti1").get("flags", [])
+    return isinstance(flags, list) and "UP" not in flags
+
+
+def _best(lab: Lab, node: str, prefix: str, dev: str) -> Callable[[], bool]:
+    return lambda: lab.route_devs(node, prefix)[:1] == [dev]
+
+
+def _start_streams(lab: Lab, steps: Steps) -> tuple[Path, Path]:
+    """UDP streams both ways and an MQTT subscriber; the two receivers' files (B->A, A->B)."""
+    steps.step("UDP streams between the LANs, 200 packets/s each way; MQTT subscriber on A")
+    b2a, a2b = STATE_ROOT / "lanA" / "stream.rx", STATE_ROOT / "lanB" / "stream.rx"
+    lab.spawn("lanA", "recv", PY, str(STREAM), "recv", "5000", str(b2a))
+    lab.spawn("lanB", "recv", PY, str(STREAM), "recv", "5000", str(a2b))
+    lab.spawn("lanB", "send", PY, str(STREAM), "send", "10.1.0.10", "5000")
+    lab.spawn("lanA", "send", PY, str(STREAM), "send", "10.2.0.10", "5000")
+    lab.spawn("siteA", "mqtt-sub", "mosquitto_sub", "-h", "127.0.0.1", "-v", "-t", "#")
+    took = lab.wait_for("both streams", lambda: _flowing(b2a, a2b), 60)
+    steps.show(f"both streams flowing ({took:.0f}s to start)")
+    time.sleep(2)
+    return b2a, a2b
 
 
 def run_demo(stack: str | None = None, kind: str = "vti") -> int:
@@ -80,40 +111,22 @@ def run_demo(stack: str | None = None, kind: str = "vti") -> int:
         steps.step("the tunnels, the BGP sessions and the paths")
         steps.show(status_text(lab))
 
-        steps.step("UDP stream site B LAN -> site A LAN (200 packets/s); MQTT subscriber on site A")
-        lab.spawn("lanA", "recv", PY, str(STREAM), "recv", "5000", str(STATE_ROOT / "demo.rx"))
-        lab.spawn("lanB", "send", PY, str(STREAM), "send", "10.1.0.10", "5000")
-        lab.spawn("siteA", "mqtt-sub", "mosquitto_sub", "-h", "127.0.0.1", "-v", "-t", "#")
-        time.sleep(3)
+        b2a, a2b = _start_streams(lab, steps)
 
         steps.step("cutting isp1 silently: tc ingress drop on both ends, links stay up")
-        cut_at = time.time()
+        cut_at, cut = time.time(), time.monotonic()
         lab.cut("isp1")
         if with_agent:
-            _watch(
-                lab,
-                steps,
-                "the agent takes vti1 down",
-                lambda: "UP" not in lab.link("siteA", "vti1").get("flags", []),
-                15,
-            )  # type: ignore[operator]
+            _watch(lab, steps, "the agent takes vti1 down", lambda: _vti1_down(lab), 15, cut)
+            _watch(lab, steps, "site A routes site B's LAN via vti2",
+                   _best(lab, "siteA", "10.2.0.0/24", "vti2"), 15, cut)  # fmt: skip
         else:
             steps.show("vti-failover: PENDING (its live adapters are not in place yet);")
             steps.show("showing the stock stack: only DPD and BGP's hold timer react")
-        _watch(
-            lab,
-            steps,
-            "site B routes site A's LAN via vti2",
-            lambda: lab.route_devs("siteB", "10.1.0.0/24")[:1] == ["vti2"],
-            40,
-        )
-        _watch(
-            lab,
-            steps,
-            "tun1's CHILD_SA deleted (DPD)",
-            lambda: not lab.child_installed("siteA", "tun1"),
-            40,
-        )
+        _watch(lab, steps, "site B routes site A's LAN via vti2",
+               _best(lab, "siteB", "10.1.0.0/24", "vti2"), 40, cut)  # fmt: skip
+        _watch(lab, steps, "tun1's CHILD_SA deleted (DPD)",
+               lambda: not lab.child_installed("siteA", "tun1"), 40, cut)  # fmt: skip
 
         steps.step("what the kernel shows now")
         steps.show(tunnel_line(lab, "siteA", "vti1"))
@@ -124,9 +137,12 @@ def run_demo(stack: str | None = None, kind: str = "vti") -> int:
                 "vti1 is still UP,LOWER_UP with no SA behind it: the gap vti-failover closes"
             )
 
-        steps.step("outage measured on the stream (longest gap)")
-        gap = _longest_gap(STATE_ROOT / "demo.rx", cut_at)
-        steps.show(f"traffic to site A's LAN stopped for {gap:.2f}s" if gap else "no data")
+        steps.step("outage measured on the streams (longest gap since the cut)")
+        for label, path in (("site A -> site B", a2b), ("site B -> site A", b2a)):
+            gap = _longest_gap(path, cut_at)
+            steps.show(f"{label}: {'no data' if gap is None else f'{gap:.2f}s'}")
+        steps.show("A -> B follows site A's own routes; B -> A follows site B's BGP, which")
+        steps.show("keeps the route over the dead tunnel until its hold timer expires")
 
         steps.step("MQTT messages received on site A")
         time.sleep(1)
@@ -135,14 +151,14 @@ def run_demo(stack: str | None = None, kind: str = "vti") -> int:
 
         steps.step("repairing isp1; waiting for failback")
         lab.repair("isp1")
-        _watch(lab, steps, "tun1's CHILD_SA back", lambda: lab.child_installed("siteA", "tun1"), 60)
-        _watch(
-            lab,
-            steps,
-            "site B back on vti1",
-            lambda: lab.route_devs("siteB", "10.1.0.0/24")[:1] == ["vti1"],
-            90,
-        )
+        fixed = time.monotonic()
+        _watch(lab, steps, "tun1's CHILD_SA back",
+               lambda: lab.child_installed("siteA", "tun1"), 60, fixed)  # fmt: skip
+        if with_agent:
+            _watch(lab, steps, "site A back on vti1 (after the agent's hold-down)",
+                   _best(lab, "siteA", "10.2.0.0/24", "vti1"), 90, fixed)  # fmt: skip
+        _watch(lab, steps, "site B back on vti1",
+               _best(lab, "siteB", "10.1.0.0/24", "vti1"), 90, fixed)  # fmt: skip
 
         steps.step("final state")
         steps.show(status_text(lab))
