@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent.config import Config, ConfigError, load_config
 from agent.core import engine
-from agent.core.actions import Action
+from agent.core.actions import Action, PublishAlert, PublishTunnelState
 from agent.core.events import Event, TimerFired
 from agent.ports import Actuator, AdapterError, Source
 from agent.replay import TimedEvent
@@ -45,16 +45,27 @@ class _Reload:
     """Queue marker: SIGHUP asked for the config to be read again."""
 
 
+async def _apply_one(actuator: Actuator, actions: Sequence[Action]) -> None:
+    mine = [a for a in actions if actuator.wants(a)]
+    if not mine:
+        return
+    try:
+        await actuator.apply(mine)
+    except AdapterError as exc:
+        # One failed write must not stop the other actuators or the agent.
+        log.error("%s: %s", actuator.name, exc)
+
+
 async def _apply(actuators: Sequence[Actuator], actions: Sequence[Action]) -> None:
-    for actuator in actuators:
-        mine = [a for a in actions if actuator.wants(a)]
-        if not mine:
-            continue
-        try:
-            await actuator.apply(mine)
-        except AdapterError as exc:
-            # One failed write must not stop the other actuators or the agent.
-            log.error("%s: %s", actuator.name, exc)
+    """Routing first, every actuator at once (the kernel and BGP need not wait for each
+    other); alerts and state reports only after all of it is done."""
+    reports = [a for a in actions if isinstance(a, PublishAlert | PublishTunnelState)]
+    routing = [a for a in actions if not isinstance(a, PublishAlert | PublishTunnelState)]
+    if routing:
+        await asyncio.gather(*(_apply_one(a, routing) for a in actuators))
+    if reports:
+        for actuator in actuators:
+            await _apply_one(actuator, reports)
 
 
 class Runtime:
