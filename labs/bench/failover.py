@@ -127,6 +127,9 @@ def on_isp1(lab: Lab) -> bool:
         sessions.get("tun1") == "Established"
         and sessions.get("tun2") == "Established"
         and lab.route_devs("siteB", "10.1.0.0/24")[:1] == ["vti1"]
+        # Both directions: site A's own route too, or an A->B outage could be measured
+        # from a cut of a path that carried nothing.
+        and lab.route_devs("siteA", "10.2.0.0/24")[:1] == ["vti1"]
         and lab.child_installed("siteA", "tun1")
     )
 
