@@ -328,6 +328,10 @@ class BgpSettings(_Model):
     # The tunnel carrying traffic and a healthy standby announce with these.
     active: AttributeSet = AttributeSet(med=100)
     standby: AttributeSet = AttributeSet(med=200, as_path_prepend=2)
+    # A carrier standing in for a preferred tunnel announces active.med minus one per such
+    # tunnel: the far side keeps the dead tunnel's routes until its hold timer (our
+    # withdrawal cannot cross a dead tunnel), and only a better MED moves it at once.
+    takeover_med: bool = True
 
 
 class ExaBgpSettings(_Model):

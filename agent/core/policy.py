@@ -209,6 +209,9 @@ def desired_routing(
         for name in (*carriers, *standbys):
             t = cfg.tunnel(name)
             attrs = cfg.bgp.active if name in carriers else cfg.bgp.standby
+            med = attrs.med
+            if name in carriers:
+                med = max(0, med - _takeover_discount(cfg, name, carriers))
             address = cfg.neighbor_of(t)
             neighbor = str(address)
             # With next-hop self a session carries only its own address family: an IPv6
@@ -218,8 +221,26 @@ def desired_routing(
                     neighbor=neighbor,
                     tunnel=name,
                     prefix=str(net),
-                    med=attrs.med,
+                    med=med,
                     as_path_prepend=attrs.as_path_prepend,
                     communities=attrs.communities,
                 )
     return routes, announcements
+
+
+def _takeover_discount(cfg: Config, name: str, carriers: tuple[str, ...]) -> int:
+    """How much lower than `bgp.active.med` a carrier announces.
+
+    The far side keeps what a dead tunnel's session announced until its hold timer runs
+    out: our withdrawal cannot cross the dead tunnel. A carrier standing in for tunnels
+    that would otherwise carry (more preferred ones in active-standby, any idle one in
+    active-active) therefore announces a MED lower by one for each of them, so it beats
+    those stale routes at once. With every preferred tunnel carrying, the discount is 0.
+    """
+    if cfg.bgp is None or not cfg.bgp.takeover_med:
+        return 0
+    if cfg.policy.mode is PolicyMode.ACTIVE_ACTIVE:
+        return sum(1 for t in cfg.tunnels if t.name not in carriers)
+    me = cfg.tunnel(name)
+    mine = (me.effective_priority, me.name)
+    return sum(1 for t in cfg.tunnels if (t.effective_priority, t.name) < mine)

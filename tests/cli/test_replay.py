@@ -48,7 +48,8 @@ def test_failover_then_failback_in_order() -> None:
     # Failover: make-before-break. The backup's route takes the active metric before the
     # primary's link goes down, the alert follows the routing change.
     backup_route = _first(actions, r"^install route 10\.2\.0\.0/24 dev vti2 metric 10$")
-    moved = _first(actions, r"^announce 10\.1\.0\.0/24 to 169\.254\.2\.2 \(tun2\) med 100$")
+    # The stand-in announces one below the active MED, to beat tun1's stale route at site B.
+    moved = _first(actions, r"^announce 10\.1\.0\.0/24 to 169\.254\.2\.2 \(tun2\) med 99$")
     withdrawn = _first(actions, r"^withdraw 10\.1\.0\.0/24 from 169\.254\.1\.2 \(tun1\)$")
     link_down = _first(actions, r"^set link vti1 down")
     failover = _first(actions, r"^alert failover: tun1 -> tun2")

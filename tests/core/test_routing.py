@@ -469,3 +469,49 @@ def test_without_learned_routes_the_sweep_follows_the_first_decision() -> None:
     assert "InstallRoute" not in names[first_sweep:]
     assert [f for _, f in _sweeps(sim)] == ["ipv4", "ipv6"]
     assert str(act.SweepRoutes("ipv4")) == "sweep ipv4 routes of ours that are no longer wanted"
+
+
+# --- announcing over a takeover -------------------------------------------------------------
+
+
+def _meds(sim: Sim) -> dict[str, int]:
+    return {a.tunnel: a.med for a in sim.state.asked.announcements.values()}
+
+
+def test_a_standing_in_carrier_beats_the_dead_tunnels_stale_route() -> None:
+    # The far side still holds tun1's MED 100 route until its hold timer: our withdrawal
+    # cannot cross the dead tunnel. tun2 must announce something strictly better.
+    sim = started()
+    assert _meds(sim) == {"tun1": 100, "tun2": 200}
+    sim.step(ev.ChildSaDown(tunnel="tun1"))
+    assert _meds(sim) == {"tun2": 99}
+    sim.step(ev.ChildSaUp(tunnel="tun1"))
+    sim.probes("tun1", 3)
+    assert _meds(sim) == {"tun1": 200, "tun2": 99}  # tun1 back as standby, hold-down runs
+    sim.advance(sim.now + sim.cfg.policy.preempt_hold_down_s)
+    assert sim.state.carriers == ("tun1",)
+    assert _meds(sim) == {"tun1": 100, "tun2": 200}
+
+
+def test_third_in_line_beats_both_stale_routes() -> None:
+    sim = Sim(make_config(tunnels=[tunnel(1), tunnel(2), tunnel(3, role="backup", priority=300)]))
+    sim.bring_up(("tun1", "tun2", "tun3"))
+    sim.step(ev.ChildSaDown(tunnel="tun1"))
+    assert _meds(sim)["tun2"] == 99
+    sim.step(ev.ChildSaDown(tunnel="tun2"))
+    assert _meds(sim) == {"tun3": 98}
+
+
+def test_active_active_survivors_beat_the_lost_members_route() -> None:
+    sim = started(mode="active-active")
+    sim.step(ev.ChildSaDown(tunnel="tun2"))
+    assert _meds(sim) == {"tun1": 99}
+
+
+def test_takeover_med_can_be_turned_off() -> None:
+    cfg = make_config()
+    assert cfg.bgp is not None
+    sim = Sim(cfg.model_copy(update={"bgp": cfg.bgp.model_copy(update={"takeover_med": False})}))
+    sim.bring_up()
+    sim.step(ev.ChildSaDown(tunnel="tun1"))
+    assert _meds(sim) == {"tun2": 100}

@@ -37,6 +37,9 @@ pytestmark = [pytest.mark.root, pytest.mark.services]
 
 HOLD_DOWN_S = 3.0
 ACTIVE = (100, (65001,))
+# A backup carrying for the primary announces one MED lower, to beat the primary's stale
+# route wherever the withdrawal over the dead tunnel cannot arrive.
+TAKEOVER = (99, (65001,))
 STANDBY = (200, (65001, 65001, 65001))
 FOREIGN = [(REMOTE4, "vti2", 500)]
 
@@ -128,7 +131,7 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
             )
             await until(
                 "withdrawal on tun1",
-                lambda: announced(bird) == {"tun2": ACTIVE},
+                lambda: announced(bird) == {"tun2": TAKEOVER},
                 8,
             )
             bgp_after = time.monotonic() - down_at
