@@ -84,6 +84,8 @@ class Runtime:
         self.state = engine.initial_state(cfg, clock())
         self.adapters = build(cfg)
         self._stop = asyncio.Event()
+        self._closed = False
+        self._core_task: asyncio.Task[None] | None = None
         self._sources_task: asyncio.Task[None] | None = None
 
     def emit(self, event: Event) -> None:
@@ -111,7 +113,7 @@ class Runtime:
                 for actuator in self.adapters.actuators:
                     tg.create_task(actuator.run(), name=f"actuator:{actuator.name}")
                 self._sources_task = tg.create_task(self._run_sources(), name="sources")
-                tg.create_task(self._consume(), name="core")
+                self._core_task = tg.create_task(self._consume(), name="core")
                 tg.create_task(self._wait_for_stop(), name="stopper")
         except* _StopRequestedError:
             log.info(
@@ -126,11 +128,7 @@ class Runtime:
                 log.critical("giving up: %s", exc)
             status = 1
         finally:
-            for actuator in reversed(self.adapters.actuators):
-                try:
-                    await actuator.close(self.cfg.policy.cleanup_on_exit)
-                except AdapterError as exc:
-                    log.error("%s: close: %s", actuator.name, exc)
+            await self._close_actuators()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -138,7 +136,27 @@ class Runtime:
 
     async def _wait_for_stop(self) -> None:
         await self._stop.wait()
+        # First stop deciding: what the shutdown itself causes (ExaBGP's sessions closing)
+        # must not turn into route changes.
+        for task in (self._sources_task, self._core_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Then close while the actuators' connections still run: a cancelled MQTT session
+        # can no longer say goodbye, a cancelled ExaBGP link can no longer withdraw.
+        await self._close_actuators()
         raise _StopRequestedError
+
+    async def _close_actuators(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for actuator in reversed(self.adapters.actuators):
+            try:
+                await actuator.close(self.cfg.policy.cleanup_on_exit)
+            except AdapterError as exc:
+                log.error("%s: close: %s", actuator.name, exc)
 
     async def _run_sources(self) -> None:
         async with asyncio.TaskGroup() as tg:
