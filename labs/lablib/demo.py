@@ -142,7 +142,7 @@ def run_demo(stack: str | None = None, kind: str = "vti") -> int:
             gap = _longest_gap(path, cut_at)
             steps.show(f"{label}: {'no data' if gap is None else f'{gap:.2f}s'}")
         steps.show("A -> B follows site A's own routes; B -> A follows site B's BGP, which")
-        steps.show("keeps the route over the dead tunnel until its hold timer expires")
+        steps.show("moves when tun2 announces a better MED (the withdrawal over tun1 is lost)")
 
         steps.step("MQTT messages received on site A")
         time.sleep(1)
