@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import Config, parse_config
-from tests.support.bird import Bird, bgp_peer_block, bird
+from tests.support.bird import Bird, bird, site_b_config
 from tests.support.system import netns, require_tool, run
 
 EXABGP = str(Path(sys.executable).with_name("exabgp"))
@@ -75,23 +75,7 @@ def topo() -> Iterator[Topology]:
 
 def bird_config() -> str:
     """BIRD (AS 65002) peering with us (AS 65001) on both tunnels, announcing site B."""
-    statics = f"""
-protocol static st4 {{ ipv4; route {REMOTE4} blackhole; }}
-protocol static st6 {{ ipv6; route {REMOTE6} blackhole; }}
-"""
-    return statics + "".join(
-        bgp_peer_block(
-            f"tun{n}",
-            Topology.peer(n),
-            65002,
-            Topology.local(n),
-            65001,
-            export4='where proto = "st4"',
-            export6='where proto = "st6"',
-            next_hop6=f"2001:db8:ff:{n}::2",
-        )
-        for n in (1, 2)
-    )
+    return site_b_config(REMOTE4, REMOTE6, Topology.peer, Topology.local)
 
 
 @pytest.fixture

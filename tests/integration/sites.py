@@ -25,7 +25,7 @@ from agent.config import Config, parse_config
 from agent.core.events import ChildSaDown, ChildSaUp
 from agent.ports import Actuator, Emit
 from agent.runtime import Adapters, Runtime
-from tests.support.bird import Bird, bgp_peer_block, bird
+from tests.support.bird import Bird, bird, site_b_config
 from tests.support.netns_links import routes
 from tests.support.system import netns, run
 
@@ -88,23 +88,7 @@ def two_sites(prefix: str = "vtfi") -> Iterator[Sites]:
 
 def bird_config() -> str:
     """Site B (AS 65002): announces REMOTE4 and REMOTE6 on both sessions, imports all."""
-    statics = f"""
-protocol static st4 {{ ipv4; route {REMOTE4} blackhole; }}
-protocol static st6 {{ ipv6; route {REMOTE6} blackhole; }}
-"""
-    return statics + "".join(
-        bgp_peer_block(
-            f"tun{n}",
-            Sites.peer(n),
-            65002,
-            Sites.local(n),
-            65001,
-            export4='where proto = "st4"',
-            export6='where proto = "st6"',
-            next_hop6=f"2001:db8:ff:{n}::2",
-        )
-        for n in (1, 2)
-    )
+    return site_b_config(REMOTE4, REMOTE6, Sites.peer, Sites.local)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,32 @@ __all__ = ["Bird", "BirdRoute", "bgp_peer_block", "bird"]
 FAST_TIMERS = "hold time 9; keepalive time 3; connect retry time 2; error wait time 1, 5;"
 
 
+def site_b_config(
+    remote4: str, remote6: str, peer: Callable[[int], str], local: Callable[[int], str]
+) -> str:
+    """BIRD as site B (AS 65002): announces remote4/remote6 on tun1 and tun2, imports all.
+
+    peer(n) is BIRD's address on tunnel n, local(n) the agent's (AS 65001).
+    """
+    statics = f"""
+protocol static st4 {{ ipv4; route {remote4} blackhole; }}
+protocol static st6 {{ ipv6; route {remote6} blackhole; }}
+"""
+    return statics + "".join(
+        bgp_peer_block(
+            f"tun{n}",
+            peer(n),
+            65002,
+            local(n),
+            65001,
+            export4='where proto = "st4"',
+            export6='where proto = "st6"',
+            next_hop6=f"2001:db8:ff:{n}::2",
+        )
+        for n in (1, 2)
+    )
+
+
 def bgp_peer_block(
     name: str,
     local: str,
