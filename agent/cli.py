@@ -119,8 +119,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     start = time.monotonic()
 
+    built: list[Adapters] = []  # the last build: a reload carries its ExaBGP link over
+
     def build(c: Config) -> Adapters:
-        adapters = build_live(c, dry_run=args.dry_run)
+        adapters = build_live(c, dry_run=args.dry_run, previous=built[0] if built else None)
+        built[:] = [adapters]
         if args.dry_run:
             adapters.actuators = [ActionPrinter(sys.stdout, time.monotonic, start)]
         return adapters

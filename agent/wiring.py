@@ -16,19 +16,13 @@ from agent.runtime import Adapters
 
 __all__ = ["build_live"]
 
-# One ExaBGP link per agent process: a reload rebuilds the sources, and the ExaBGP source
-# must stay the object that holds the session (and, supervised, the exabgp process).
-_exabgp: list[ExaBgpAdapter] = []
 
+def build_live(cfg: Config, *, dry_run: bool, previous: Adapters | None = None) -> Adapters:
+    """Sources per tunnel as configured; actuators unless dry_run (the CLI adds the printer).
 
-def _exabgp_adapter(cfg: Config) -> ExaBgpAdapter:
-    if not _exabgp:
-        _exabgp.append(ExaBgpAdapter(cfg))
-    return _exabgp[0]
-
-
-def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
-    """Sources per tunnel as configured; actuators unless dry_run (the CLI adds the printer)."""
+    On a reload, `previous` is what the running agent has: the ExaBGP adapter holds the
+    sessions (and, supervised, the exabgp process), so the same object carries on.
+    """
     adapters = Adapters()
     links = {t.name: t.interface for t in cfg.tunnels if Source.LINK in t.sources}
     if links:
@@ -51,7 +45,10 @@ def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
         )
     if cfg.bgp is not None and not dry_run:
         # Both roles in one object: it announces, and reports sessions and learned routes.
-        exabgp = _exabgp_adapter(cfg)
+        exabgp = next(
+            (a for a in (previous.actuators if previous else []) if isinstance(a, ExaBgpAdapter)),
+            None,
+        ) or ExaBgpAdapter(cfg)
         adapters.sources.append(exabgp)
         adapters.actuators.append(exabgp)
     if cfg.metrics.enabled:
