@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import vici
 
 from agent.core.events import ChildSaDown, ChildSaUp, Event
-from tests.support.charon import charon, swanctl_conf, veth_pair
-from tests.support.system import netns, sh_in
+from tests.support.charon import two_sites
+from tests.support.system import netns
 from tests.vici.conftest import (
     SITE_A,
-    SITE_B,
     Recorder,
     vici_source,
 )
@@ -87,19 +86,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
-    with netns("vtfa") as ns_a, netns("vtfb") as ns_b:
-        veth_pair(ns_a, ns_b, "192.0.2.1", "192.0.2.2")
-        veth_pair(ns_a, ns_b, "198.51.100.1", "198.51.100.2")
-        for ns, addrs in ((ns_a, ("10.0.1.1", "10.1.1.1")), (ns_b, ("10.0.2.1", "10.1.2.1"))):
-            for addr in addrs:
-                sh_in(ns, "ip", "addr", "add", f"{addr}/32", "dev", "lo")
-        with (
-            charon(ns_a, "site-a", install_routes=True) as a,
-            charon(ns_b, "site-b", install_routes=True) as b,
-        ):
-            b.load(swanctl_conf(SITE_B))
-            a.load(swanctl_conf(SITE_A))
-            samples = asyncio.run(measure(a.vici_uri, args.rounds))
+    with (
+        netns("vtfa") as ns_a,
+        netns("vtfb") as ns_b,
+        two_sites(ns_a, ns_b, SITE_A, install_routes=True) as (a, _),
+    ):
+        samples = asyncio.run(measure(a.vici_uri, args.rounds))
     rows = {
         name: {
             "n": len(v),

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from tests.probes.lab import Link, add_link, nft, nft_dropped
-from tests.support.charon import Charon, IpsecTunnel, charon, swanctl_conf, veth_pair
-from tests.support.system import netns, require_tool, run, sh_in
+from tests.support.charon import Charon, IpsecTunnel, two_sites
+from tests.support.system import netns, require_tool, run
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
@@ -41,12 +41,6 @@ SITE_A = [
                 "10.0.1.1/32", "10.0.2.1/32", mark=1),
     IpsecTunnel("tun2", "198.51.100.1", "198.51.100.2", "a-tun2", "b-tun2", "psk-two-0123456789",
                 "10.1.1.1/32", "10.1.2.1/32", mark=2),
-]  # fmt: skip
-SITE_B = [
-    IpsecTunnel("tun1", "192.0.2.2", "192.0.2.1", "b-tun1", "a-tun1", "psk-one-0123456789",
-                "10.0.2.1/32", "10.0.1.1/32", mark=1),
-    IpsecTunnel("tun2", "198.51.100.2", "198.51.100.1", "b-tun2", "a-tun2", "psk-two-0123456789",
-                "10.1.2.1/32", "10.1.1.1/32", mark=2),
 ]  # fmt: skip
 
 # Generous for a loaded 2-core machine: every wait ends as soon as its line is printed.
@@ -137,15 +131,7 @@ def standins() -> Iterator[StandIns]:
 @pytest.fixture
 def sites(standins: StandIns) -> Iterator[Sites]:
     ns_a, ns_b = standins.ns_a, standins.ns_b
-    veth_pair(ns_a, ns_b, "192.0.2.1", "192.0.2.2")
-    veth_pair(ns_a, ns_b, "198.51.100.1", "198.51.100.2")
-    for ns, addrs in ((ns_a, ("10.0.1.1", "10.1.1.1")), (ns_b, ("10.0.2.1", "10.1.2.1"))):
-        for addr in addrs:
-            sh_in(ns, "ip", "addr", "add", f"{addr}/32", "dev", "lo")
-    with charon(ns_a, "site-a") as a, charon(ns_b, "site-b") as b:
-        # The responder first: an initiator that meets no config gives up for good.
-        b.load(swanctl_conf(SITE_B))
-        a.load(swanctl_conf(SITE_A))
+    with two_sites(ns_a, ns_b, SITE_A) as (a, b):
         for child in ("tun1", "tun2"):
             a.swanctl("--initiate", "--child", child)
         yield Sites(ns_a, ns_b, standins.vti1, standins.vti2, a, b)

@@ -8,6 +8,7 @@ the host's, if any) never meet. It is stopped by its pid, never by name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -239,6 +240,18 @@ class IpsecTunnel:
     # Seconds; 0 keeps strongSwan's default (an hour).
     rekey_time: int = 0
 
+    def far_side(self) -> IpsecTunnel:
+        """The same tunnel as the peer configures it."""
+        return dataclasses.replace(
+            self,
+            local_addr=self.remote_addr,
+            remote_addr=self.local_addr,
+            local_id=self.remote_id,
+            remote_id=self.local_id,
+            local_ts=self.remote_ts,
+            remote_ts=self.local_ts,
+        )
+
 
 def swanctl_conf(tunnels: list[IpsecTunnel]) -> str:
     """swanctl.conf text for `tunnels` (aes256-sha256-modp2048, ESP aes256-sha256, PSK)."""
@@ -291,3 +304,25 @@ def swanctl_conf(tunnels: list[IpsecTunnel]) -> str:
 """
         )
     return "connections {\n" + "".join(conns) + "}\nsecrets {\n" + "".join(secrets) + "}\n"
+
+
+@contextlib.contextmanager
+def two_sites(
+    ns_a: str, ns_b: str, site_a: list[IpsecTunnel], *, install_routes: bool = False
+) -> Iterator[tuple[Charon, Charon]]:
+    """Underlays, traffic-selector addresses on lo and a loaded charon on each side.
+
+    Each tunnel of `site_a` gets its own veth underlay; site B runs the far sides.
+    """
+    for t in site_a:
+        veth_pair(ns_a, ns_b, t.local_addr, t.remote_addr)
+        for ns, ts in ((ns_a, t.local_ts), (ns_b, t.remote_ts)):
+            run("ip", "-n", ns, "addr", "add", ts, "dev", "lo")
+    with (
+        charon(ns_a, "site-a", install_routes=install_routes) as a,
+        charon(ns_b, "site-b", install_routes=install_routes) as b,
+    ):
+        # The responder first: an initiator that meets no config gives up for good.
+        b.load(swanctl_conf([t.far_side() for t in site_a]))
+        a.load(swanctl_conf(site_a))
+        yield a, b

@@ -12,8 +12,8 @@ import pytest
 from agent.adapters.strongswan import ViciSource
 from agent.config import Tunnel, ViciSettings
 from agent.core.events import Event
-from tests.support.charon import Charon, IpsecTunnel, charon, swanctl_conf, veth_pair
-from tests.support.system import netns, sh_in
+from tests.support.charon import Charon, IpsecTunnel, swanctl_conf, two_sites
+from tests.support.system import netns
 
 # tun1 is found by its swanctl names, tun2 (named differently in swanctl) by its if_id.
 SITE_A = [
@@ -22,12 +22,7 @@ SITE_A = [
     IpsecTunnel("isp2", "198.51.100.1", "198.51.100.2", "a-tun2", "b-tun2", "psk-two-0123456789",
                 "10.1.1.1/32", "10.1.2.1/32", if_id=7),
 ]  # fmt: skip
-SITE_B = [
-    IpsecTunnel("tun1", "192.0.2.2", "192.0.2.1", "b-tun1", "a-tun1", "psk-one-0123456789",
-                "10.0.2.1/32", "10.0.1.1/32", mark=1),
-    IpsecTunnel("isp2", "198.51.100.2", "198.51.100.1", "b-tun2", "a-tun2", "psk-two-0123456789",
-                "10.1.2.1/32", "10.1.1.1/32", if_id=7),
-]  # fmt: skip
+SITE_B = [t.far_side() for t in SITE_A]
 
 TUNNELS = (
     Tunnel.model_validate(
@@ -73,19 +68,12 @@ class Sites:
 
 @pytest.fixture
 def sites() -> Iterator[Sites]:
-    with netns("vtfa") as ns_a, netns("vtfb") as ns_b:
-        veth_pair(ns_a, ns_b, "192.0.2.1", "192.0.2.2")
-        veth_pair(ns_a, ns_b, "198.51.100.1", "198.51.100.2")
-        for ns, addrs in ((ns_a, ("10.0.1.1", "10.1.1.1")), (ns_b, ("10.0.2.1", "10.1.2.1"))):
-            for addr in addrs:
-                sh_in(ns, "ip", "addr", "add", f"{addr}/32", "dev", "lo")
-        with (
-            charon(ns_a, "site-a", install_routes=True) as a,
-            charon(ns_b, "site-b", install_routes=True) as b,
-        ):
-            s = Sites(ns_a, ns_b, a, b)
-            s.load()
-            yield s
+    with (
+        netns("vtfa") as ns_a,
+        netns("vtfb") as ns_b,
+        two_sites(ns_a, ns_b, SITE_A, install_routes=True) as (a, b),
+    ):
+        yield Sites(ns_a, ns_b, a, b)
 
 
 class Recorder:
