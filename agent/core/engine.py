@@ -376,12 +376,12 @@ def _reports(state: CoreState, routes: frozenset[act.Route]) -> tuple[CoreState,
     """Tunnel summaries that changed since last reported (for retained MQTT state)."""
     out: list[act.Action] = []
     reported = dict(state.reported)
+    tunnel_on = {t.interface: t.name for t in state.cfg.tunnels}
     metric_of: dict[str, int] = {}
     for r in routes:
         for hop in r.nexthops:
-            for t in state.cfg.tunnels:
-                if t.interface == hop.interface:
-                    metric_of[t.name] = min(r.metric, metric_of.get(t.name, r.metric))
+            name = tunnel_on[hop.interface]  # desired routes only use current tunnels
+            metric_of[name] = min(r.metric, metric_of.get(name, r.metric))
     announced_by = {a.tunnel for a in state.asked.announcements.values()}
     for t in state.cfg.tunnels:
         h = state.health[t.name]
