@@ -381,8 +381,13 @@ class Policy(_Model):
     loss_window: Annotated[int, Field(ge=1, le=1000)] = 50
     loss_down: Annotated[int, Field(ge=1, le=1000)] = 25
     # DEGRADED when at least loss_degraded of the window were lost (but fewer than loss_down).
-    loss_degraded: Annotated[int, Field(ge=1, le=1000)] = 10
+    # 15 of 50 (30%): a path losing 5% each way loses ~10% of round trips, and a sliding
+    # window of 50 reaches 10 such losses within minutes by chance alone (15: < 1% in 3 min).
+    loss_degraded: Annotated[int, Field(ge=1, le=1000)] = 15
+    # DEGRADED when the median RTT of the last rtt_samples answers is over rtt_degraded_ms:
+    # one slow answer (a busy CPU, a queue) is not a slow path.
     rtt_degraded_ms: Annotated[float, Field(gt=0)] | None = 250.0
+    rtt_samples: Annotated[int, Field(ge=1, le=1000)] = 5
     # Move back to a better tunnel once it has been eligible this long.
     preempt: bool = True
     preempt_hold_down_s: Annotated[float, Field(ge=0, le=86400)] = 30.0

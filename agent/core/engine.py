@@ -55,6 +55,7 @@ def rules_for(cfg: Config, tunnel: str) -> hl.HealthRules:
         loss_down=p.loss_down,
         loss_degraded=p.loss_degraded,
         rtt_degraded_ms=p.rtt_degraded_ms,
+        rtt_samples=p.rtt_samples,
         uses_probes=Source.PROBE in t.sources,
         uses_sa=Source.VICI in t.sources or Source.XFRM in t.sources,
         uses_link=Source.LINK in t.sources,

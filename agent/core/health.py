@@ -8,6 +8,7 @@ the next state up in TRANSITIONS, the one table that says how health moves.
 from __future__ import annotations
 
 import enum
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -89,6 +90,7 @@ class HealthRules:
     loss_down: int = 6
     loss_degraded: int = 3
     rtt_degraded_ms: float | None = 250.0
+    rtt_samples: int = 5
     uses_probes: bool = True
     uses_sa: bool = True
     uses_link: bool = True
@@ -109,6 +111,8 @@ class TunnelHealth:
     ok_streak: int = 0
     fail_streak: int = 0
     rtt_ms: float | None = None
+    # The RTTs of the last rtt_samples answers, oldest first: RTT is judged on their median.
+    rtts: tuple[float, ...] = ()
     # When the current run of failures began: what "detected after" is measured from.
     trouble_since: float | None = None
     bgp_up: bool = False
@@ -127,6 +131,10 @@ class TunnelHealth:
     @property
     def losses(self) -> int:
         return sum(1 for ok in self.window if not ok)
+
+    @property
+    def rtt_median_ms(self) -> float | None:
+        return statistics.median(self.rtts) if self.rtts else None
 
     @property
     def eligible(self) -> bool:
@@ -181,7 +189,8 @@ def observe(h: TunnelHealth, event: ev.Event, rules: HealthRules, now: float) ->
             # A rekey is proof the SA is alive, never a failure.
             return replace(_set_sa(h, source, SaView.UP), blind_sources=h.blind_sources - {source})
         case ev.ProbeSucceeded(rtt_ms=rtt):
-            return replace(_push(h, True, rules, at), rtt_ms=rtt)
+            rtts = (*h.rtts, rtt)[-rules.rtt_samples :]
+            return replace(_push(h, True, rules, at), rtt_ms=rtt, rtts=rtts)
         case ev.ProbeLost():
             return _push(h, False, rules, at)
         case ev.InboundTrafficSeen():
@@ -225,10 +234,10 @@ def verdict_of(h: TunnelHealth, rules: HealthRules) -> tuple[Verdict, str]:
     elif (
         rules.uses_probes
         and rules.rtt_degraded_ms is not None
-        and h.rtt_ms is not None
-        and h.rtt_ms > rules.rtt_degraded_ms
+        and (rtt := h.rtt_median_ms) is not None
+        and rtt > rules.rtt_degraded_ms
     ):
-        poor = f"rtt {h.rtt_ms:.0f}ms > {rules.rtt_degraded_ms:.0f}ms"
+        poor = f"rtt {rtt:.0f}ms > {rules.rtt_degraded_ms:.0f}ms"
     if rules.uses_probes:
         alive = h.ok_streak >= rules.rise
         proof = f"{h.ok_streak} probes answered"

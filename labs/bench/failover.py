@@ -22,6 +22,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,17 +122,38 @@ def longest_gap(rows: list[tuple[int, float]], start: float, end: float, rate: f
     return round(gap, 3)
 
 
-def on_isp1(lab: Lab) -> bool:
+def off_isp1(lab: Lab) -> str:
+    """What keeps the lab from being back on isp1 (both ways), or "" once it is."""
     sessions = lab.bgp_sessions()
-    return (
-        sessions.get("tun1") == "Established"
-        and sessions.get("tun2") == "Established"
-        and lab.route_devs("siteB", "10.1.0.0/24")[:1] == ["vti1"]
-        # Both directions: site A's own route too, or an A->B outage could be measured
-        # from a cut of a path that carried nothing.
-        and lab.route_devs("siteA", "10.2.0.0/24")[:1] == ["vti1"]
-        and lab.child_installed("siteA", "tun1")
-    )
+    missing = []
+    for tun in ("tun1", "tun2"):
+        if sessions.get(tun) != "Established":
+            missing.append(f"site B's {tun} session {sessions.get(tun) or 'absent'}")
+    b_to_a = lab.route_devs("siteB", "10.1.0.0/24")[:1]
+    # Both directions: site A's own route too, or an A->B outage could be measured
+    # from a cut of a path that carried nothing.
+    a_to_b = lab.route_devs("siteA", "10.2.0.0/24")[:1]
+    if b_to_a != ["vti1"]:
+        missing.append(f"site B routes site A's LAN via {b_to_a or 'nothing'}")
+    if a_to_b != ["vti1"]:
+        missing.append(f"site A routes site B's LAN via {a_to_b or 'nothing'}")
+    if not lab.child_installed("siteA", "tun1"):
+        missing.append("tun1's CHILD_SA not installed")
+    return "; ".join(missing)
+
+
+def wait_back_on_isp1(lab: Lab, say: Callable[[str], None], timeout: float) -> float:
+    """Seconds until the lab is back on isp1, saying every 30 s what it still waits for."""
+    start = last_said = time.monotonic()
+    while reason := off_isp1(lab):
+        now = time.monotonic()
+        if now - start > timeout:
+            raise LabError(f"not back on isp1 after {timeout:.0f}s: {reason}")
+        if now - last_said >= 30:
+            say(f"    still waiting ({now - start:.0f}s): {reason}")
+            last_said = now
+        time.sleep(0.5)
+    return time.monotonic() - start
 
 
 def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
@@ -156,13 +178,13 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         time.sleep(3)
         windows = []
         for i in range(a.cuts):
-            lab.wait_for("the lab back on isp1", lambda: on_isp1(lab), timeout=120)
+            wait_back_on_isp1(lab, say, a.failback_timeout_s)
             time.sleep(a.settle_s)
             t_cut = time.time()
             lab.cut("isp1")
             time.sleep(a.cut_s)
             lab.repair("isp1")
-            back = lab.wait_for("the lab back on isp1", lambda: on_isp1(lab), timeout=120)
+            back = wait_back_on_isp1(lab, say, a.failback_timeout_s)
             windows.append((t_cut, time.time() + 1.0))
             say(
                 f"  cut {i + 1}/{a.cuts}: {a.cut_s:.0f}s cut, back on isp1 {back:.1f}s after repair"
@@ -188,7 +210,7 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         res.note = f"failed: {exc}"
         say(res.note)
         for node in ("siteA", "siteB"):
-            say(lab.logs(node))
+            say(lab.logs(node, lines=80))
     finally:
         lab.down()
     return res
@@ -263,6 +285,12 @@ def main() -> int:
     p.add_argument("--cuts", type=int, default=10, help="cuts per method (default 10)")
     p.add_argument("--cut-s", type=float, default=15.0, help="length of each cut")
     p.add_argument("--settle-s", type=float, default=3.0, help="pause before each cut")
+    p.add_argument(
+        "--failback-timeout-s",
+        type=float,
+        default=300.0,
+        help="give up on a method when the lab is not back on isp1 this long after a repair",
+    )
     p.add_argument("--rate", type=float, default=200.0, help="datagrams/s each way")
     p.add_argument("--loss-pct", type=float, default=5.0, help="loss of the lossy period")
     p.add_argument("--loss-s", type=float, default=60.0, help="length of the lossy period")

@@ -45,6 +45,8 @@ def make_config(
         "loss_down": 6,
         "loss_degraded": 3,
         "rtt_degraded_ms": 250,
+        # One sample decides, so a test shows RTT degradation with one slow answer.
+        "rtt_samples": 1,
         "preempt_hold_down_s": 30,
         "probation_after_s": 10,
     }

@@ -41,6 +41,23 @@ def test_degraded_by_rtt_recovers_on_a_fast_answer() -> None:
     assert sim.health("tun2") is Health.UP
 
 
+def test_rtt_is_judged_on_the_median_of_recent_answers() -> None:
+    sim = started(rtt_samples=5)
+    sim.probes("tun2", 4, rtt=5.0)
+    # One slow answer among fast ones is a busy moment, not a slow path.
+    sim.probes("tun2", 1, rtt=900.0)
+    assert sim.health("tun2") is Health.UP
+    sim.probes("tun2", 2, rtt=300.0)
+    assert (sim.health("tun2"), sim.state.health["tun2"].reason) == (
+        Health.DEGRADED,
+        "rtt 300ms > 250ms",
+    )
+    sim.probes("tun2", 2, rtt=5.0)
+    assert sim.health("tun2") is Health.DEGRADED
+    sim.probes("tun2", 1, rtt=5.0)
+    assert sim.health("tun2") is Health.UP
+
+
 def test_rtt_threshold_off_never_degrades() -> None:
     sim = started(rtt_degraded_ms=None)
     sim.probes("tun1", 3, rtt=5000.0)
