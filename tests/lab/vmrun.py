@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -13,21 +14,31 @@ from tests.support.system import require_root, require_tool
 TOP = Path(__file__).resolve().parents[2]
 
 
-def facts_from_vm(results: Path, stack: str, guest_script: str) -> dict:  # type: ignore[type-arg]
-    """Boot the VM, bring the lab up with `stack`, run tests/lab/<guest_script> FACTS_PATH."""
+def facts_from_vm(
+    results: Path,
+    stack: str,
+    guest_script: str,
+    *guest_args: str,
+    kind: str = "vti",
+    timeout: float = 420,
+) -> dict:  # type: ignore[type-arg]
+    """Boot the VM, bring the lab up with `stack` and `kind`, run tests/lab/<guest_script>.
+
+    The script gets the path to write its JSON facts to, then `guest_args`.
+    """
     require_root()
     require_tool("qemu-system-x86_64")
     if not (TOP / ".venv" / "bin" / "vng").exists():
         pytest.skip("needs virtme-ng in .venv (bash labs/install.sh)")
     facts = results / "facts.json"
-    guest = f".venv/bin/python tests/lab/{guest_script} {facts}"
+    guest = shlex.join([".venv/bin/python", f"tests/lab/{guest_script}", str(facts), *guest_args])
     proc = subprocess.run(
         ["labs/lab", "--vm", "always", "--results", str(results), "up", "--stack", stack,
-         "--then", guest],
+         "--kind", kind, "--then", guest],
         cwd=TOP,
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=timeout,
         check=False,
     )  # fmt: skip
     if not facts.exists():
