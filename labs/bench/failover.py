@@ -14,10 +14,10 @@ from the cut until the lab is back on isp1. B->A is steered by what site A annou
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import sys
@@ -32,6 +32,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lablib.demo import agent_ready
 from lablib.nslab import Lab, LabError
+from lablib.stream import longest_gap, read_stream
 from lablib.topology import LAB_DIR, STATE_ROOT, TOP
 
 STREAM = Path(__file__).resolve().with_name("udp_stream.py")
@@ -100,26 +101,6 @@ class Result:
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
-def read_stream(path: Path) -> list[tuple[int, float]]:
-    """(seq, send_time) of every datagram received, in sequence order."""
-    rows = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            rows.append((int(parts[0]), float(parts[1])))
-    return sorted(set(rows))
-
-
-def longest_gap(rows: list[tuple[int, float]], start: float, end: float, rate: float) -> float:
-    """Longest time, in send time, between consecutive received datagrams sent in [start, end]."""
-    inside = [r for r in rows if start - 1.0 <= r[1] <= end]
-    gap = 0.0
-    for (s0, t0), (s1, t1) in itertools.pairwise(inside):
-        if s1 - s0 > 1:
-            gap = max(gap, t1 - t0 - 1.0 / rate)
-    return round(gap, 3)
 
 
 def off_isp1(lab: Lab) -> str:
@@ -198,6 +179,10 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         for node in ("lanA", "lanB"):
             _stop(node, "recv")
         time.sleep(1.0)
+        if a.json:
+            # The raw streams, so an odd number can be looked at after the lab is gone.
+            for node in ("lanA", "lanB"):
+                shutil.copy(_rx(node), a.json.parent / f"{method.name}-{node}.rx")
         b_to_a, a_to_b = read_stream(_rx("lanA")), read_stream(_rx("lanB"))
         res.cuts = len(windows)
         res.outage_s = [longest_gap(b_to_a, s, e, a.rate) for s, e in windows]
@@ -301,13 +286,14 @@ def main() -> int:
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         p.error(f"unknown method(s): {', '.join(unknown)}")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
     log: list[str] = []
     started = datetime.now(UTC)
     results = [run_method(METHODS[n], a, log) for n in names]
     print()
     print(table(results))
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "started": started.isoformat(timespec="seconds"),
             "kernel": platform.release(),
