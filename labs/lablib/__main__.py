@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("isp", choices=("isp1", "isp2"))
     demo = sub.add_parser("demo", help="the scripted failover demo (brings the lab up and down)")
     stack_args(demo)
-    demo.set_defaults(stack=None)
+    demo.set_defaults(stack="agent")
     sub.add_parser(
         "bench",
         help="the failover benchmark; further arguments go to labs/bench/failover.py",

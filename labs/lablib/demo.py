@@ -9,27 +9,13 @@ from pathlib import Path
 from lablib.nslab import Lab, LabError
 from lablib.show import bgp_line, status_text, tunnel_line
 from lablib.stream import longest_gap, read_stream
-from lablib.topology import LAB_DIR, STATE_ROOT, TOP
+from lablib.topology import STATE_ROOT, TOP
 
-__all__ = ["agent_ready", "run_demo"]
+__all__ = ["run_demo"]
 
 STREAM = TOP / "labs" / "bench" / "udp_stream.py"
 PY = str(TOP / ".venv" / "bin" / "python")
 RATE = 200.0
-
-
-def agent_ready() -> bool:
-    """The agent can run the lab once agent/wiring.py builds live sources and actuators for it."""
-    try:
-        from agent.config import load_config  # noqa: PLC0415 - only the agent stack needs it
-        from agent.wiring import build_live  # noqa: PLC0415
-
-        adapters = build_live(load_config(LAB_DIR / "siteA" / "vti-failover.yaml"), dry_run=False)
-    except Exception:
-        return False
-    kinds = {type(x).__name__ for x in (*adapters.sources, *adapters.actuators)}
-    # Liveness from charon and a way to act on routing: the minimum the demo shows.
-    return bool(adapters.sources) and bool(adapters.actuators) and len(kinds) >= 3
 
 
 class Steps:
@@ -85,9 +71,8 @@ def _start_streams(lab: Lab, steps: Steps) -> tuple[Path, Path]:
     return b2a, a2b
 
 
-def run_demo(stack: str | None = None, kind: str = "vti") -> int:
-    with_agent = agent_ready() if stack is None else stack == "agent"
-    stack = "agent" if with_agent else (stack or "stock")
+def run_demo(stack: str = "agent", kind: str = "vti") -> int:
+    with_agent = stack == "agent"
     steps = Steps(9)
     lab = Lab(stack, kind)
     steps.step(f"bringing the lab up: {kind} tunnels, site A runs {stack}")
@@ -108,8 +93,7 @@ def run_demo(stack: str | None = None, kind: str = "vti") -> int:
             _watch(lab, steps, "site A routes site B's LAN via vti2",
                    _best(lab, "siteA", "10.2.0.0/24", "vti2"), 15, cut)  # fmt: skip
         else:
-            steps.show("vti-failover: PENDING (its live adapters are not in place yet);")
-            steps.show("showing the stock stack: only DPD and BGP's hold timer react")
+            steps.show(f"site A runs {stack}, no agent: only DPD and BGP's hold timer react")
         _watch(lab, steps, "site B routes site A's LAN via vti2",
                _best(lab, "siteB", "10.1.0.0/24", "vti2"), 40, cut)  # fmt: skip
         _watch(lab, steps, "tun1's CHILD_SA deleted (DPD)",
@@ -135,7 +119,7 @@ def run_demo(stack: str | None = None, kind: str = "vti") -> int:
         steps.step("MQTT messages received on site A")
         time.sleep(1)
         mqtt = (STATE_ROOT / "siteA" / "mqtt-sub.log").read_text().strip()
-        steps.show(mqtt or "(none: the agent is what publishes alerts; PENDING)")
+        steps.show(mqtt or "(none: without the agent nothing publishes alerts)")
 
         steps.step("repairing isp1; waiting for failback")
         lab.repair("isp1")
