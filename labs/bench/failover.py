@@ -2,7 +2,7 @@
 
 Runs inside the lab's kernel (`labs/lab bench ...` boots the VM when needed). Per method
 it brings the lab up with that site-A stack, runs a constant sequence-numbered UDP stream
-both ways between the LAN hosts, cuts isp1 silently (tc ingress drop on both ends) `--cuts`
+both ways between the LAN hosts, cuts isp1 silently (tc drop both ways, links up) `--cuts`
 times, then puts `--loss-pct` random loss on isp1 for `--loss-s` and counts failovers
 (site B's route to site A's LAN leaving vti1), which are all false.
 

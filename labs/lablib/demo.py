@@ -85,7 +85,7 @@ def run_demo(stack: str = "agent", kind: str = "vti") -> int:
 
         b2a, a2b = _start_streams(lab, steps)
 
-        steps.step("cutting isp1 silently: tc ingress drop on both ends, links stay up")
+        steps.step("cutting isp1 silently: tc drops everything both ways, links stay up")
         cut_at, cut = time.time(), time.monotonic()
         lab.cut("isp1")
         if with_agent:

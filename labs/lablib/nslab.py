@@ -246,16 +246,24 @@ class Lab:
 
     # -- acting ----------------------------------------------------------------------------
     def cut(self, isp: str) -> None:
-        """Silently black-hole an ISP path: drop everything arriving on both ends, links up."""
-        for node, dev in ISP_ENDS[isp]:
-            self.sh(node, "tc", "qdisc", "add", "dev", dev, "ingress")
-            self.sh(
-                node, "tc", "filter", "add", "dev", dev, "ingress", "matchall", "action", "drop"
-            )
+        """Silently black-hole an ISP path: links stay up, nothing crosses either way.
+
+        Both directions die at one instant: one tc batch on site A's end drops everything
+        it receives (ingress) and everything it sends (egress), as a dead line in the middle
+        would. Two ends cut one after the other would start the outage sooner one way.
+        """
+        node, dev = ISP_ENDS[isp][0]
+        batch = self.state(node) / f"cut-{isp}.tc"
+        batch.write_text(
+            f"qdisc add dev {dev} clsact\n"
+            f"filter add dev {dev} ingress matchall action drop\n"
+            f"filter add dev {dev} egress matchall action drop\n"
+        )
+        self.sh(node, "tc", "-batch", str(batch))
 
     def repair(self, isp: str) -> None:
-        for node, dev in ISP_ENDS[isp]:
-            self.sh(node, "tc", "qdisc", "del", "dev", dev, "ingress", check=False)
+        node, dev = ISP_ENDS[isp][0]
+        self.sh(node, "tc", "qdisc", "del", "dev", dev, "clsact", check=False)
 
     def lossy(self, isp: str, percent: float) -> None:
         """Random loss on both ends of a path (egress netem): a bad line, not a dead one."""
