@@ -145,16 +145,17 @@ def mqtt_events(log: Path) -> list[dict[str, Any]]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("facts", type=Path)
-    p.add_argument("--kind", choices=("vti", "xfrm"), default="vti")
     p.add_argument("--phases", default="cut")
     p.add_argument("--loss-pct", type=float, default=5.0)
     p.add_argument("--loss-s", type=float, default=150.0)
     a = p.parse_args()
-    lab = Lab("agent", a.kind)
+    running = Lab.running()
+    assert running is not None, "no lab is up"
+    lab = Lab(running["stack"], running["kind"])
     lab.spawn("siteA", "mqtt-sub", "mosquitto_sub", "-h", "127.0.0.1", "-v", "-t", "#")
     # Give the agent time to finish its start-up reconcile and publish retained state.
     time.sleep(5)
-    facts: Facts = {"kind": a.kind, "phases": []}
+    facts: Facts = {"kind": lab.kind, "stack": lab.stack, "phases": []}
     try:
         for name in a.phases.split(","):
             facts["phases"].append(PHASES[name](lab, a))

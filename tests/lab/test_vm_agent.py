@@ -92,6 +92,7 @@ def test_silent_cut_moves_both_directions_to_the_backup_before_bgp_notices(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
     facts: Facts = request.getfixturevalue(kind)
+    assert (facts["kind"], facts["stack"]) == (kind, "agent")
     cut = phase(facts, "cut")
     assert cut["before"]["siteA_route"] == "vti1"
     down = first(cut["changes"], "vti1_up", False)
