@@ -284,7 +284,7 @@ def main() -> int:
     )
     p.add_argument("--rate", type=float, default=200.0, help="datagrams/s each way")
     p.add_argument("--loss-pct", type=float, default=5.0, help="loss of the lossy period")
-    p.add_argument("--loss-s", type=float, default=60.0, help="length of the lossy period")
+    p.add_argument("--loss-s", type=float, default=120.0, help="length of the lossy period")
     p.add_argument("--kind", choices=("vti", "xfrm"), default="vti")
     p.add_argument("--json", type=Path, help="write the results here")
     a = p.parse_args()
