@@ -19,30 +19,22 @@ Facts = dict[str, Any]
 HOLD_DOWN_S = 30.0  # labs/dual-vti/siteA/vti-failover*.yaml: policy.preempt_hold_down_s
 
 
+def scenarios(tmp: pytest.TempPathFactory, kind: str, *args: str, timeout: float) -> Facts:
+    """Boot a VM, bring the lab up with the agent on `kind` tunnels, run the given phases."""
+    return facts_from_vm(
+        tmp.mktemp("vmlab"), "agent", "guest_agent_scenarios.py", *args, kind=kind, timeout=timeout
+    )
+
+
 @pytest.fixture(scope="module")
 def vti(tmp_path_factory: pytest.TempPathFactory) -> Facts:
-    return facts_from_vm(
-        tmp_path_factory.mktemp("vmlab"),
-        "agent",
-        "guest_agent_scenarios.py",
-        "--phases=loss,cut,linkdown,bothdown",
-        "--loss-pct=5",
-        "--loss-s=150",
-        kind="vti",
-        timeout=1200,
-    )
+    phases = ("--phases=loss,cut,linkdown,bothdown", "--loss-pct=5", "--loss-s=150")
+    return scenarios(tmp_path_factory, "vti", *phases, timeout=1200)
 
 
 @pytest.fixture(scope="module")
 def xfrm(tmp_path_factory: pytest.TempPathFactory) -> Facts:
-    return facts_from_vm(
-        tmp_path_factory.mktemp("vmlab"),
-        "agent",
-        "guest_agent_scenarios.py",
-        "--phases=cut",
-        kind="xfrm",
-        timeout=600,
-    )
+    return scenarios(tmp_path_factory, "xfrm", "--phases=cut", timeout=600)
 
 
 def phase(facts: Facts, name: str) -> Facts:
