@@ -133,13 +133,13 @@ def off_isp1(lab: Lab) -> str:
 
 
 def wait_back_on_isp1(lab: Lab, say: Callable[[str], None], timeout: float) -> float:
-    """Seconds until the lab is back on isp1, saying every 30 s what it still waits for."""
+    """Seconds until the lab is back on isp1, saying every minute what it still waits for."""
     start = last_said = time.monotonic()
     while reason := off_isp1(lab):
         now = time.monotonic()
         if now - start > timeout:
             raise LabError(f"not back on isp1 after {timeout:.0f}s: {reason}")
-        if now - last_said >= 30:
+        if now - last_said >= 60:
             say(f"    still waiting ({now - start:.0f}s): {reason}")
             last_said = now
         time.sleep(0.5)
