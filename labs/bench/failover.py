@@ -33,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lablib.nslab import Lab, LabError
 from lablib.stream import longest_gap, read_stream
 from lablib.topology import LAB_DIR, STATE_ROOT, TOP
+from lablib.watchdog import Watchdog
 
+# Snapshots the machine when a run stalls; started by main() once the results dir is known.
+WATCHDOG = Watchdog(Path("/tmp"))
 STREAM = Path(__file__).resolve().with_name("udp_stream.py")
 PY = str(TOP / ".venv" / "bin" / "python")
 
@@ -136,6 +139,7 @@ def wait_back_on_isp1(lab: Lab, say: Callable[[str], None], timeout: float) -> f
     """Seconds until the lab is back on isp1, saying every minute what it still waits for."""
     start = last_said = time.monotonic()
     while reason := off_isp1(lab):
+        WATCHDOG.poke()
         now = time.monotonic()
         if now - start > timeout:
             raise LabError(f"not back on isp1 after {timeout:.0f}s: {reason}")
@@ -214,6 +218,7 @@ def count_false_failovers(lab: Lab, a: argparse.Namespace, say: object) -> tuple
     start = time.monotonic()
     try:
         while time.monotonic() - start < a.loss_s:
+            WATCHDOG.poke()
             best = (lab.route_devs("siteB", "10.1.0.0/24") or ["none"])[0]
             if prev == "vti1" and best != "vti1":
                 flips += 1
@@ -243,6 +248,7 @@ def _sayer(log: list[str]):  # type: ignore[no-untyped-def]
         stamped = f"{time.strftime('%H:%M:%S')} {line}"
         print(stamped, flush=True)
         log.append(stamped)
+        WATCHDOG.poke(line.strip())
 
     return say
 
@@ -264,6 +270,20 @@ def table(results: list[Result]) -> str:
             f"{fmt(ab):>10} {ff:>9}  {r.note or r.description}"
         )
     return "\n".join(lines)
+
+
+def write_json(
+    a: argparse.Namespace, started: datetime, results: list[Result], log: list[str]
+) -> None:
+    doc = {
+        "started": started.isoformat(timespec="seconds"),
+        "kernel": platform.release(),
+        "machine": platform.node(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+        "methods": [asdict(r) for r in results],
+        "log": log,
+    }
+    a.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def main() -> int:
@@ -296,19 +316,18 @@ def main() -> int:
         a.json.parent.mkdir(parents=True, exist_ok=True)
     log: list[str] = []
     started = datetime.now(UTC)
-    results = [run_method(METHODS[n], a, log) for n in names]
+    if a.json:
+        WATCHDOG.out_dir = a.json.parent
+        WATCHDOG.start()
+    results: list[Result] = []
+    for name in names:
+        results.append(run_method(METHODS[name], a, log))
+        if a.json:
+            # After every method, so a run cut short keeps what it measured.
+            write_json(a, started, results, log)
     print()
     print(table(results))
     if a.json:
-        doc = {
-            "started": started.isoformat(timespec="seconds"),
-            "kernel": platform.release(),
-            "machine": platform.node(),
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-            "methods": [asdict(r) for r in results],
-            "log": log,
-        }
-        a.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {a.json}")
     return 0 if all(not r.note.startswith("failed") for r in results) else 1
 
