@@ -286,6 +286,22 @@ def write_json(
     a.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 
+def merge(parts: list[Path], out: Path | None) -> int:
+    """One table and one JSON from several runs' results, in the order given."""
+    docs = [json.loads(part.read_text()) for part in parts]
+    results = [Result(**m) for doc in docs for m in doc["methods"]]
+    print()
+    print(table(results))
+    if out:
+        doc = dict(docs[0])
+        doc["methods"] = [asdict(r) for r in results]
+        doc["settings"] = dict(doc["settings"], methods=",".join(r.name for r in results))
+        doc["log"] = [line for d in docs for line in d["log"]]
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nwrote {out}")
+    return 0 if all(not r.note.startswith("failed") for r in results) else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
@@ -307,7 +323,16 @@ def main() -> int:
     p.add_argument("--loss-s", type=float, default=120.0, help="length of the lossy period")
     p.add_argument("--kind", choices=("vti", "xfrm"), default="vti")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: combine these results (one run per method) into --json",
+    )
     a = p.parse_args()
+    if a.merge:
+        return merge(a.merge, a.json)
     names = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown:

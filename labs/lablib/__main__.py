@@ -13,6 +13,7 @@ from lablib.demo import run_demo
 from lablib.nslab import KINDS, STACKS, Lab, LabError
 from lablib.show import status_text
 from lablib.topology import TOP
+from lablib.watchdog import HEARTBEAT
 
 NEEDS_KERNEL = {"up", "demo", "bench", "status", "cut", "repair"}
 
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         results = args.results.resolve()
+        if args.cmd == "bench":
+            return _bench_in_vms(args, results)
         guest = [w.replace("{results}", str(results)) for w in _vm_argv(args, argv)]
         print(
             f"==> this kernel lacks ip_vti/esp4: booting {vm.kernel_image().name} "
@@ -125,6 +128,51 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"labs/lab: {exc}", file=sys.stderr)
         return 1
+
+
+def _bench_in_vms(args: argparse.Namespace, results: Path) -> int:
+    """The benchmark with one VM per method, a stalled VM retried once in a fresh one.
+
+    An emulated VM has been seen to stop responding during long runs; one VM per method
+    keeps a stall from costing the other methods, and the heartbeat catches it.
+    """
+    extra = [a for a in args.args if a != "--"]
+    script = TOP / "labs" / "bench" / "failover.py"
+    if {"-h", "--help"} & set(extra):
+        return subprocess.run([sys.executable, str(script), "--help"], check=False).returncode
+    opts, rest = _bench_opts().parse_known_args(extra)
+    out = opts.json or results / "failover.json"
+    parts = []
+    for method in opts.methods.split(","):
+        part = results / f"failover-{method}.json"
+        guest = ["--vm", "never", "--results", str(results), "bench", *rest]
+        guest += ["--methods", method, "--json", str(part)]
+        for attempt in (1, 2):
+            part.unlink(missing_ok=True)
+            print(
+                f"==> {method}: this kernel lacks ip_vti/esp4: booting {vm.kernel_image().name} "
+                f"under virtme-ng (TCG), attempt {attempt}; results in {results}",
+                flush=True,
+            )
+            status = vm.run_in_vm(guest, results, heartbeat=results / HEARTBEAT)
+            if status != vm.STALLED:
+                break
+        if part.exists():
+            parts.append(str(part))
+        else:
+            print(f"==> {method}: no result (status {status})", flush=True)
+    if not parts:
+        return 1
+    merge = [sys.executable, str(script), "--merge", *parts, "--json", str(out)]
+    return subprocess.run(merge, check=False).returncode
+
+
+def _bench_opts() -> argparse.ArgumentParser:
+    """The two bench options the host needs to split a run into one VM per method."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--methods", default="stock,healthcheck,agent-default,agent-fastest")
+    p.add_argument("--json", type=Path)
+    return p
 
 
 def _dispatch(args: argparse.Namespace) -> int:

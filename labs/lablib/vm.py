@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 from lablib.topology import TOP
 
-__all__ = ["GUEST_MODULES", "in_vm", "kernel_image", "kernel_ready", "run_in_vm"]
+__all__ = ["GUEST_MODULES", "STALLED", "in_vm", "kernel_image", "kernel_ready", "run_in_vm"]
 
 GUEST_MODULES = (
     *("ip_vti", "xfrm_interface", "esp4", "xfrm_user", "veth"),
@@ -103,8 +105,24 @@ def _version_key(name: str) -> list[int | str]:
     return parts
 
 
-def run_in_vm(argv: list[str], rwdir: Path, *, memory: str = "2G", cpus: int = 2) -> int:
-    """Boot the distribution kernel and run `labs/lab argv` in it; its exit status."""
+STALLED = 124  # run_in_vm's status for a guest that stopped beating (as timeout(1) says)
+
+
+def run_in_vm(
+    argv: list[str],
+    rwdir: Path,
+    *,
+    memory: str = "2G",
+    cpus: int = 2,
+    heartbeat: Path | None = None,
+    stall_s: float = 300.0,
+) -> int:
+    """Boot the distribution kernel and run `labs/lab argv` in it; its exit status.
+
+    With `heartbeat` (a file in `rwdir` the guest touches while it makes progress), a
+    guest that has not touched it for `stall_s` is powered off and STALLED returned: an
+    emulated VM has been seen to stop responding in long runs.
+    """
     vng = TOP / ".venv" / "bin" / "vng"
     if not vng.exists() and shutil.which("vng") is None:
         raise FileNotFoundError("no vng: bash labs/install.sh installs virtme-ng into .venv")
@@ -132,4 +150,18 @@ def run_in_vm(argv: list[str], rwdir: Path, *, memory: str = "2G", cpus: int = 2
         "--exec",
         f"bash -c {shlex.quote(guest)}",
     ]
-    return subprocess.run(cmd, env=env, check=False, stdin=subprocess.DEVNULL).returncode
+    if heartbeat is None:
+        return subprocess.run(cmd, env=env, check=False, stdin=subprocess.DEVNULL).returncode
+    heartbeat.unlink(missing_ok=True)
+    started = time.time()
+    # Its own session, so a stalled guest's qemu goes down with vng.
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    while proc.poll() is None:
+        time.sleep(5)
+        beat = heartbeat.stat().st_mtime if heartbeat.exists() else started
+        if time.time() - beat > stall_s:
+            print(f"==> the VM made no progress for {stall_s:.0f}s: powering it off", flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return STALLED
+    return proc.returncode

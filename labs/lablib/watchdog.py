@@ -2,7 +2,8 @@
 
 A bench run lasts most of an hour under emulation; when it stalls, the VM is powered off
 before anyone can look inside. The watchdog writes a snapshot (processes by CPU, load,
-kernel messages, softirq counts, the lab's daemon logs) next to the results instead.
+kernel messages, softirq counts, the lab's daemon logs) next to the results instead, and
+touches a heartbeat file there while the run makes progress.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 from lablib.topology import STATE_ROOT
 
-__all__ = ["Watchdog"]
+__all__ = ["HEARTBEAT", "Watchdog"]
+
+HEARTBEAT = "heartbeat"
 
 SNAPSHOT = (
     ("load", ["cat", "/proc/loadavg"]),
@@ -43,7 +46,10 @@ class Watchdog(threading.Thread):
         while True:
             time.sleep(10)
             quiet = time.monotonic() - self.poked
-            if quiet > self.stall_s and self.reported_for != self.poked:
+            if quiet <= self.stall_s:
+                # Seen by the host (labs/lab), which powers off a VM whose beat stops.
+                (self.out_dir / HEARTBEAT).touch()
+            elif self.reported_for != self.poked:
                 self.reported_for = self.poked
                 self.snapshot(quiet)
 
