@@ -183,7 +183,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         lab = Lab(args.stack, args.kind)
         lab.up(progress=lambda s: print(f"  {s}", flush=True))
         took = lab.wait_ready()
-        print(f"==> lab up ({args.kind}, {args.stack}); BGP converged {took:.1f}s after start")
+        print(
+            f"==> lab up ({args.kind}, {args.stack}); BGP converged {took:.1f}s after start",
+            flush=True,
+        )
         if args.then is None:
             return 0
         try:

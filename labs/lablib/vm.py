@@ -12,9 +12,12 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 from lablib.topology import TOP
 
@@ -150,18 +153,43 @@ def run_in_vm(
         "--exec",
         f"bash -c {shlex.quote(guest)}",
     ]
-    if heartbeat is None:
-        return subprocess.run(cmd, env=env, check=False, stdin=subprocess.DEVNULL).returncode
-    heartbeat.unlink(missing_ok=True)
     started = time.time()
-    # Its own session, so a stalled guest's qemu goes down with vng.
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-    while proc.poll() is None:
-        time.sleep(5)
-        beat = heartbeat.stat().st_mtime if heartbeat.exists() else started
-        if time.time() - beat > stall_s:
-            print(f"==> the VM made no progress for {stall_s:.0f}s: powering it off", flush=True)
+    if heartbeat is not None:
+        heartbeat.unlink(missing_ok=True)
+    # Through a pipe: qemu reopens its stdout and stderr by path, which truncates a file
+    # they were redirected to. Its own session, so a stalled guest's qemu goes down with vng.
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    copier = threading.Thread(target=_copy_out, args=(proc.stdout,), daemon=True)
+    copier.start()
+    try:
+        while proc.poll() is None:
+            time.sleep(1)
+            if heartbeat is None:
+                continue
+            beat = heartbeat.stat().st_mtime if heartbeat.exists() else started
+            if time.time() - beat > stall_s:
+                print(f"==> no progress in the VM for {stall_s:.0f}s: powering it off", flush=True)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return STALLED
+    finally:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return STALLED
+        copier.join(timeout=5)
     return proc.returncode
+
+
+def _copy_out(pipe: IO[bytes] | None) -> None:
+    if pipe is None:
+        return
+    for chunk in iter(lambda: pipe.read1(65536), b""):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
