@@ -110,7 +110,6 @@ class TunnelHealth:
     window: tuple[bool, ...] = ()
     ok_streak: int = 0
     fail_streak: int = 0
-    rtt_ms: float | None = None
     # The RTTs of the last rtt_samples answers, oldest first: RTT is judged on their median.
     rtts: tuple[float, ...] = ()
     # When the current run of failures began: what "detected after" is measured from.
@@ -190,7 +189,7 @@ def observe(h: TunnelHealth, event: ev.Event, rules: HealthRules, now: float) ->
             return replace(_set_sa(h, source, SaView.UP), blind_sources=h.blind_sources - {source})
         case ev.ProbeSucceeded(rtt_ms=rtt):
             rtts = (*h.rtts, rtt)[-rules.rtt_samples :]
-            return replace(_push(h, True, rules, at), rtt_ms=rtt, rtts=rtts)
+            return replace(_push(h, True, rules, at), rtts=rtts)
         case ev.ProbeLost():
             return _push(h, False, rules, at)
         case ev.InboundTrafficSeen():
