@@ -7,18 +7,21 @@ package; only the --rwdir directory comes back to the host.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO
 
+from lablib.qemu_monitor import stall_report
 from lablib.topology import TOP
 
 __all__ = ["GUEST_MODULES", "STALLED", "in_vm", "kernel_image", "kernel_ready", "run_in_vm"]
@@ -130,8 +133,18 @@ def run_in_vm(
     if not vng.exists() and shutil.which("vng") is None:
         raise FileNotFoundError("no vng: bash labs/install.sh installs virtme-ng into .venv")
     rwdir.mkdir(parents=True, exist_ok=True)
+    watch = heartbeat is not None
+    kallsyms = rwdir / "kallsyms"
+    # For a stall report: the symbols to name the vCPUs' addresses by, and an NMI that
+    # panics the guest so the console gets its backtraces.
+    diagnosable = (
+        f"grep ' [tTwW] ' /proc/kallsyms > {shlex.quote(str(kallsyms))}; "
+        "sysctl -qw kernel.unknown_nmi_panic=1 kernel.panic_print=64; "
+        if watch
+        else ""
+    )
     guest = (
-        f"modprobe -q -a {' '.join(GUEST_MODULES)}; "
+        f"modprobe -q -a {' '.join(GUEST_MODULES)}; {diagnosable}"
         f"export {IN_VM_ENV}=1 PATH={shlex.quote(str(TOP / '.venv' / 'bin'))}:$PATH; "
         f"cd {shlex.quote(str(TOP))} && exec labs/lab {shlex.join(argv)}"
     )
@@ -153,6 +166,12 @@ def run_in_vm(
         "--exec",
         f"bash -c {shlex.quote(guest)}",
     ]
+    monitor = Path(tempfile.mkdtemp(prefix="vtl-vm-")) / "monitor.sock"
+    if watch:
+        # Kernel warnings (RCU stalls, soft lockups, a panic) on the console, and a
+        # monitor socket to ask a stalled guest where its CPUs are.
+        cmd[1:1] = ["--verbose", "--append", "loglevel=5"]
+        cmd[1:1] = [f"--qemu-opts=-monitor unix:{monitor},server=on,wait=off"]
     started = time.time()
     if heartbeat is not None:
         heartbeat.unlink(missing_ok=True)
@@ -175,19 +194,34 @@ def run_in_vm(
                 continue
             beat = heartbeat.stat().st_mtime if heartbeat.exists() else started
             if time.time() - beat > stall_s:
-                print(f"==> no progress in the VM for {stall_s:.0f}s: powering it off", flush=True)
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                print(f"==> no progress in the VM for {stall_s:.0f}s: stopping it", flush=True)
+                _report_stall(monitor, kallsyms, rwdir)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=60)  # the panic's backtraces print slowly under TCG
                 return STALLED
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         copier.join(timeout=5)
+        shutil.rmtree(monitor.parent, ignore_errors=True)
     return proc.returncode
 
 
-def _copy_out(pipe: IO[bytes] | None) -> None:
+def _report_stall(monitor: Path, kallsyms: Path, rwdir: Path) -> None:
+    """Where the stalled guest's CPUs are (a file in rwdir), and its panic on the console."""
+    try:
+        report = stall_report(monitor, kallsyms)
+    except OSError as exc:
+        report = f"no answer from the QEMU monitor: {exc}\n"
+    out = rwdir / f"stall-cpus-{time.strftime('%H%M%S')}.txt"
+    out.write_text(report)
+    print(f"==> the stalled VM's vCPUs (then an NMI, its panic follows): {out}", flush=True)
+    print(report, flush=True)
+
+
+def _copy_out(pipe: io.BufferedReader | None) -> None:
     if pipe is None:
         return
     for chunk in iter(lambda: pipe.read1(65536), b""):
