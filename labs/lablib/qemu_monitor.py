@@ -41,22 +41,23 @@ class Symbols:
     """Address -> `symbol+offset [module]` from a /proc/kallsyms copy."""
 
     def __init__(self, kallsyms: str) -> None:
-        entries: list[tuple[int, str]] = []
+        entries: list[tuple[int, str, str]] = []
         for line in kallsyms.splitlines():
             fields = line.split(maxsplit=3)
             if len(fields) < 3 or fields[1] not in "tTwW":
                 continue
-            name = fields[2] + (f" {fields[3].strip()}" if len(fields) == 4 else "")
-            entries.append((int(fields[0], 16), name))
+            module = f" {fields[3].strip()}" if len(fields) == 4 else ""
+            entries.append((int(fields[0], 16), fields[2], module))
         entries.sort()
-        self._addrs = [a for a, _ in entries]
-        self._names = [n for _, n in entries]
+        self._addrs = [a for a, _, _ in entries]
+        self._names = [(n, m) for _, n, m in entries]
 
     def name(self, addr: int) -> str:
         i = bisect.bisect_right(self._addrs, addr) - 1
         if i < 0 or self._addrs[i] == 0:
             return f"{addr:#x}"
-        return f"{self._names[i]}+{addr - self._addrs[i]:#x}"
+        symbol, module = self._names[i]
+        return f"{symbol}+{addr - self._addrs[i]:#x}{module}"
 
 
 def _command(sock: socket.socket, line: str | None, timeout: float = 10.0) -> str:
@@ -86,7 +87,12 @@ def stall_report(monitor: Path, kallsyms: Path | None, samples: int = 5) -> str:
         _command(sock, None)
         for sample in range(samples):
             for cpu, state in enumerate(parse_registers(_command(sock, "info registers -a"))):
-                where = symbols.name(state.rip) if symbols and state.cpl == 0 else "user space"
+                if state.cpl != 0:
+                    where = "user space"
+                elif symbols is None:
+                    where = f"{state.rip:#x}"
+                else:
+                    where = symbols.name(state.rip)
                 lines.append(
                     f"sample {sample} cpu {cpu}: rip={state.rip:#x} cpl={state.cpl} "
                     f"halted={int(state.halted)} {where}"
