@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -171,6 +172,7 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         for i in range(a.cuts):
             wait_back_on_isp1(lab, say, a.failback_timeout_s)
             time.sleep(a.settle_s)
+            say(f"  before cut {i + 1}: site B's paths to site A's LAN: {bird_paths(lab)}")
             t_cut = time.time()
             lab.cut("isp1")
             time.sleep(a.cut_s)
@@ -207,8 +209,33 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         for node in ("siteA", "siteB"):
             say(lab.logs(node, lines=80))
     finally:
+        if a.json:
+            keep_logs(lab, a.json.parent, method.name)
         lab.down()
     return res
+
+
+def bird_paths(lab: Lab) -> str:
+    """Site B's BGP paths to site A's LAN as `tun1 med 100 (best), tun2 med 200`."""
+    return summarize_bird_paths(lab.bird_route_text("10.1.0.0/24"))
+
+
+def summarize_bird_paths(text: str) -> str:
+    paths: list[list[str]] = []
+    for line in text.splitlines():
+        if header := re.search(r"unicast \[(\S+)", line):
+            best = " (best)" if re.search(r"\] \*", line) else ""
+            paths.append([header.group(1), "-", best])
+        elif (med := re.search(r"BGP\.med: (\d+)", line)) and paths:
+            paths[-1][1] = med.group(1)
+    return ", ".join(f"{proto} med {med}{best}" for proto, med, best in paths) or "none"
+
+
+def keep_logs(lab: Lab, out: Path, method: str) -> None:
+    """The sites' daemon logs beside the results, to explain an odd cut afterwards."""
+    for node in ("siteA", "siteB"):
+        for log in lab.state(node).glob("*.log"):
+            shutil.copy(log, out / f"{method}-{node}-{log.name}")
 
 
 def count_false_failovers(lab: Lab, a: argparse.Namespace, say: object) -> tuple[int, float]:
