@@ -313,6 +313,16 @@ def write_json(
     a.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 
+def host_description() -> str:
+    """`x86_64, 2 cores, <CPU model>, kernel <release>` for the machine this runs on."""
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{model.group(1).strip() if model else 'unknown CPU'}, kernel {platform.release()}"
+    )
+
+
 def merge(parts: list[Path], out: Path | None) -> int:
     """One table and one JSON from several runs' results, in the order given."""
     docs = [json.loads(part.read_text()) for part in parts]
@@ -322,7 +332,14 @@ def merge(parts: list[Path], out: Path | None) -> int:
     if out:
         doc = dict(docs[0])
         doc["methods"] = [asdict(r) for r in results]
-        doc["settings"] = dict(doc["settings"], methods=",".join(r.name for r in results))
+        methods = ",".join(r.name for r in results)
+        doc["settings"] = dict(doc["settings"], methods=methods, json=str(out))
+        doc["parts"] = [
+            {"file": str(part), "started": d["started"]}
+            for part, d in zip(parts, docs, strict=True)
+        ]
+        # Merging runs on the host: what the VMs ran on.
+        doc["host"] = host_description()
         doc["log"] = [line for d in docs for line in d["log"]]
         out.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {out}")
