@@ -133,7 +133,16 @@ def off_isp1(lab: Lab) -> str:
         missing.append(f"site A routes site B's LAN via {a_to_b or 'nothing'}")
     if not lab.child_installed("siteA", "tun1"):
         missing.append("tun1's CHILD_SA not installed")
+    # Every method announces site A's LAN over tun2 too (worse MED) before a failure; a
+    # cut before that path exists measures start-up, not failover. ExaBGP's healthcheck,
+    # a second Python process, has taken 90 s to make its first announcement in the VM.
+    if not has_path_over(lab.bird_route_text("10.1.0.0/24"), "tun2"):
+        missing.append("site B has no path over tun2 yet")
     return "; ".join(missing)
+
+
+def has_path_over(bird_text: str, protocol: str) -> bool:
+    return re.search(rf"unicast \[{re.escape(protocol)}\s", bird_text) is not None
 
 
 def wait_back_on_isp1(lab: Lab, say: Callable[[str], None], timeout: float) -> float:
@@ -169,6 +178,8 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         )
         time.sleep(3)
         windows = []
+        ready = wait_back_on_isp1(lab, say, a.failback_timeout_s)
+        say(f"  ready to cut {ready:.1f}s after the streams started")
         for i in range(a.cuts):
             wait_back_on_isp1(lab, say, a.failback_timeout_s)
             time.sleep(a.settle_s)
