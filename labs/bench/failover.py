@@ -136,13 +136,9 @@ def off_isp1(lab: Lab) -> str:
     # Every method announces site A's LAN over tun2 too (worse MED) before a failure; a
     # cut before that path exists measures start-up, not failover. ExaBGP's healthcheck,
     # a second Python process, has taken 90 s to make its first announcement in the VM.
-    if not has_path_over(lab.bird_route_text("10.1.0.0/24"), "tun2"):
+    if "tun2" not in {path.protocol for path in site_b_paths(lab)}:
         missing.append("site B has no path over tun2 yet")
     return "; ".join(missing)
-
-
-def has_path_over(bird_text: str, protocol: str) -> bool:
-    return re.search(rf"unicast \[{re.escape(protocol)}\s", bird_text) is not None
 
 
 def wait_back_on_isp1(lab: Lab, say: Callable[[str], None], timeout: float) -> float:
@@ -183,7 +179,7 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         for i in range(a.cuts):
             wait_back_on_isp1(lab, say, a.failback_timeout_s)
             time.sleep(a.settle_s)
-            say(f"  before cut {i + 1}: site B's paths to site A's LAN: {bird_paths(lab)}")
+            say(f"  before cut {i + 1}, site B's paths: {describe_paths(site_b_paths(lab))}")
             t_cut = time.time()
             lab.cut("isp1")
             time.sleep(a.cut_s)
@@ -226,20 +222,33 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
     return res
 
 
-def bird_paths(lab: Lab) -> str:
-    """Site B's BGP paths to site A's LAN as `tun1 med 100 (best), tun2 med 200`."""
-    return summarize_bird_paths(lab.bird_route_text("10.1.0.0/24"))
+@dataclass
+class BirdPath:
+    protocol: str
+    med: str = "-"
+    best: bool = False
 
 
-def summarize_bird_paths(text: str) -> str:
-    paths: list[list[str]] = []
+def parse_bird_paths(text: str) -> list[BirdPath]:
+    """The paths in `birdc show route for PREFIX all`, in BIRD's order."""
+    paths: list[BirdPath] = []
     for line in text.splitlines():
         if header := re.search(r"unicast \[(\S+)", line):
-            best = " (best)" if re.search(r"\] \*", line) else ""
-            paths.append([header.group(1), "-", best])
+            paths.append(BirdPath(header.group(1), best=re.search(r"\] \*", line) is not None))
         elif (med := re.search(r"BGP\.med: (\d+)", line)) and paths:
-            paths[-1][1] = med.group(1)
-    return ", ".join(f"{proto} med {med}{best}" for proto, med, best in paths) or "none"
+            paths[-1].med = med.group(1)
+    return paths
+
+
+def site_b_paths(lab: Lab) -> list[BirdPath]:
+    """Site B's BGP paths to site A's LAN."""
+    return parse_bird_paths(lab.bird_route_text("10.1.0.0/24"))
+
+
+def describe_paths(paths: list[BirdPath]) -> str:
+    """`tun1 med 100 (best), tun2 med 200`, for the log."""
+    text = ", ".join(f"{p.protocol} med {p.med}{' (best)' if p.best else ''}" for p in paths)
+    return text or "none"
 
 
 def keep_logs(lab: Lab, out: Path, method: str) -> None:

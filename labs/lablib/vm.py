@@ -166,12 +166,14 @@ def run_in_vm(
         "--exec",
         f"bash -c {shlex.quote(guest)}",
     ]
-    monitor = Path(tempfile.mkdtemp(prefix="vtl-vm-")) / "monitor.sock"
-    if watch:
+    monitor = Path(tempfile.mkdtemp(prefix="vtl-vm-")) / "monitor.sock" if watch else None
+    if monitor is not None:
         # Kernel warnings (RCU stalls, soft lockups, a panic) on the console, and a
         # monitor socket to ask a stalled guest where its CPUs are.
-        cmd[1:1] = ["--verbose", "--append", "loglevel=5"]
-        cmd[1:1] = [f"--qemu-opts=-monitor unix:{monitor},server=on,wait=off"]
+        cmd[1:1] = [
+            *("--verbose", "--append", "loglevel=5"),
+            f"--qemu-opts=-monitor unix:{monitor},server=on,wait=off",
+        ]
     started = time.time()
     if heartbeat is not None:
         heartbeat.unlink(missing_ok=True)
@@ -190,7 +192,7 @@ def run_in_vm(
     try:
         while proc.poll() is None:
             time.sleep(1)
-            if heartbeat is None:
+            if heartbeat is None or monitor is None:
                 continue
             beat = heartbeat.stat().st_mtime if heartbeat.exists() else started
             if time.time() - beat > stall_s:
@@ -205,7 +207,8 @@ def run_in_vm(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         copier.join(timeout=5)
-        shutil.rmtree(monitor.parent, ignore_errors=True)
+        if monitor is not None:
+            shutil.rmtree(monitor.parent, ignore_errors=True)
     return proc.returncode
 
 

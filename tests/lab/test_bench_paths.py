@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "labs" / "bench"))
-from failover import has_path_over, summarize_bird_paths
+from failover import describe_paths, parse_bird_paths
 
 # `birdc show route for 10.1.0.0/24 all` on site B, as BIRD 2.0.12 printed it in the lab.
 BOTH_PATHS = """\
@@ -32,17 +32,16 @@ Table master4:
 
 
 def test_every_path_with_its_med_and_the_best_marked() -> None:
-    assert summarize_bird_paths(BOTH_PATHS) == "tun1 med 100 (best), tun2 med 200"
+    assert describe_paths(parse_bird_paths(BOTH_PATHS)) == "tun1 med 100 (best), tun2 med 200"
 
 
 def test_a_path_without_med_and_no_paths_at_all() -> None:
     no_med = "\n".join(ln for ln in BOTH_PATHS.splitlines() if "med: 200" not in ln)
-    assert summarize_bird_paths(no_med) == "tun1 med 100 (best), tun2 med -"
-    assert summarize_bird_paths("Table master4:\n") == "none"
+    assert describe_paths(parse_bird_paths(no_med)) == "tun1 med 100 (best), tun2 med -"
+    assert describe_paths(parse_bird_paths("Table master4:\n")) == "none"
 
 
-def test_a_path_over_a_protocol_is_found_by_its_name_only() -> None:
-    assert has_path_over(BOTH_PATHS, "tun2")
+def test_paths_are_named_by_their_whole_protocol_name() -> None:
+    assert [p.protocol for p in parse_bird_paths(BOTH_PATHS)] == ["tun1", "tun2"]
     tun1_only = BOTH_PATHS.partition("                     unicast [tun2")[0]
-    assert not has_path_over(tun1_only, "tun2")
-    assert not has_path_over(BOTH_PATHS, "tun")
+    assert [p.protocol for p in parse_bird_paths(tun1_only)] == ["tun1"]
