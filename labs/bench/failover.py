@@ -174,10 +174,10 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         )
         time.sleep(3)
         windows = []
-        ready = wait_back_on_isp1(lab, say, a.failback_timeout_s)
-        say(f"  ready to cut {ready:.1f}s after the streams started")
         for i in range(a.cuts):
-            wait_back_on_isp1(lab, say, a.failback_timeout_s)
+            ready = wait_back_on_isp1(lab, say, a.failback_timeout_s)
+            if i == 0:
+                say(f"  ready to cut {ready:.1f}s after the streams started")
             time.sleep(a.settle_s)
             say(f"  before cut {i + 1}, site B's paths: {describe_paths(site_b_paths(lab))}")
             t_cut = time.time()
@@ -254,7 +254,7 @@ def describe_paths(paths: list[BirdPath]) -> str:
 def keep_logs(lab: Lab, out: Path, method: str) -> None:
     """The sites' daemon logs beside the results, to explain an odd cut afterwards."""
     for node in ("siteA", "siteB"):
-        for log in lab.state(node).glob("*.log"):
+        for log in lab.log_files(node):
             shutil.copy(log, out / f"{method}-{node}-{log.name}")
 
 
@@ -370,7 +370,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--methods",
-        default="stock,healthcheck,agent-default,agent-fastest",
+        default=",".join(METHODS),
         help=f"comma-separated, of: {', '.join(METHODS)}",
     )
     p.add_argument("--cuts", type=int, default=10, help="cuts per method (default 10)")

@@ -166,9 +166,13 @@ class Lab:
             _run(["ip", "netns", "del", self.ns(node)], check=False)
         shutil.rmtree(STATE_ROOT, ignore_errors=True)
 
+    def log_files(self, node: str) -> list[Path]:
+        """The node's daemon logs (node.sh starts each daemon with one)."""
+        return sorted(self.state(node).glob("*.log"))
+
     def logs(self, node: str, lines: int = 15) -> str:
         out = []
-        for log in sorted(self.state(node).glob("*.log")):
+        for log in self.log_files(node):
             tail = log.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"--- {node}/{log.name}\n" + "\n".join(tail))
         return "\n".join(out)

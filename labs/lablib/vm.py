@@ -126,21 +126,21 @@ def run_in_vm(
     """Boot the distribution kernel and run `labs/lab argv` in it; its exit status.
 
     With `heartbeat` (a file in `rwdir` the guest touches while it makes progress), a
-    guest that has not touched it for `stall_s` is powered off and STALLED returned: an
-    emulated VM has been seen to stop responding in long runs.
+    guest that has not touched it for `stall_s` is asked where its vCPUs are, panicked by
+    an NMI for its backtraces, stopped, and STALLED returned: an emulated VM has been seen
+    to stop responding in long runs.
     """
     vng = TOP / ".venv" / "bin" / "vng"
     if not vng.exists() and shutil.which("vng") is None:
         raise FileNotFoundError("no vng: bash labs/install.sh installs virtme-ng into .venv")
     rwdir.mkdir(parents=True, exist_ok=True)
-    watch = heartbeat is not None
     kallsyms = rwdir / "kallsyms"
     # For a stall report: the symbols to name the vCPUs' addresses by, and an NMI that
     # panics the guest so the console gets its backtraces.
     diagnosable = (
         f"grep ' [tTwW] ' /proc/kallsyms > {shlex.quote(str(kallsyms))}; "
         "sysctl -qw kernel.unknown_nmi_panic=1 kernel.panic_print=64; "
-        if watch
+        if heartbeat is not None
         else ""
     )
     guest = (
@@ -166,8 +166,9 @@ def run_in_vm(
         "--exec",
         f"bash -c {shlex.quote(guest)}",
     ]
-    monitor = Path(tempfile.mkdtemp(prefix="vtl-vm-")) / "monitor.sock" if watch else None
-    if monitor is not None:
+    monitor = None
+    if heartbeat is not None:
+        monitor = Path(tempfile.mkdtemp(prefix="vtl-vm-")) / "monitor.sock"
         # Kernel warnings (RCU stalls, soft lockups, a panic) on the console, and a
         # monitor socket to ask a stalled guest where its CPUs are.
         cmd[1:1] = [
