@@ -68,6 +68,13 @@ async def _apply(actuators: Sequence[Actuator], actions: Sequence[Action]) -> No
             await _apply_one(actuator, reports)
 
 
+def _log_decisions(actions: Sequence[Action]) -> None:
+    # One line per decision, before it is carried out: what operators and benchmarks time.
+    for action in actions:
+        if isinstance(action, PublishAlert):
+            log.info("decided %s", action)
+
+
 class Runtime:
     def __init__(
         self,
@@ -178,6 +185,7 @@ class Runtime:
                 continue
             self.state, actions = engine.step(self.state, item, self.clock())
             if actions:
+                _log_decisions(actions)
                 await _apply(self.adapters.actuators, actions)
 
     async def _reload(self) -> None:
