@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import ipaddress
 import re
 import warnings
@@ -401,6 +402,10 @@ class Policy(_Model):
     traffic_counts_as_life: bool = False
     active_metric: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 10
     standby_metric: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 100
+    # Routes via this many standbys (best first, metric standby_metric + rank): a fallback
+    # for when the carrier's routes vanish with its link before the agent acts. More ranks
+    # only cost route writes on every failover (each rank shifts), so the rest get none.
+    standby_routes: Annotated[int, Field(ge=0, le=64)] = 2
     table: Annotated[int, Field(ge=1, le=0xFFFFFFFF)] = 254
     # Only on exit: remove our routes and withdraw announcements (default: leave them).
     cleanup_on_exit: bool = False
@@ -593,11 +598,13 @@ class Config(_Model):
     def neighbor_of(self, tunnel: Tunnel) -> IPvAnyAddress:
         return tunnel.bgp_neighbor if tunnel.bgp_neighbor is not None else tunnel.inner.peer
 
+    @functools.cached_property
+    def _tunnel_by_name(self) -> dict[str, Tunnel]:
+        return {t.name: t for t in self.tunnels}
+
     def tunnel(self, name: str) -> Tunnel:
-        for t in self.tunnels:
-            if t.name == name:
-                return t
-        raise KeyError(name)
+        # Called in per-tunnel loops of the core: a lookup, not a scan (1,000 tunnels).
+        return self._tunnel_by_name[name]
 
     def advisories(self) -> list[str]:
         """Things that are legal but probably not what a site wants."""
