@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lablib.stats import pct
 
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.config import parse_config
@@ -38,10 +41,6 @@ tunnels:
 bgp: {{local_as: 65001, peer_as: 65002, router_id: 10.1.0.1}}
 exabgp: {{executable: "ip netns exec {ns} {EXABGP}", workdir: "{workdir}", ack_timeout_s: 30}}
 """
-
-
-def _pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
 async def bench(lines: int, samples: int) -> dict[str, float]:
@@ -85,10 +84,10 @@ async def bench(lines: int, samples: int) -> dict[str, float]:
         "lines": lines,
         "lines_per_s": lines / elapsed,
         "samples": samples,
-        "action_to_line_p50_ms": _pct(to_line, 50),
-        "action_to_line_p99_ms": _pct(to_line, 99),
-        "action_to_ack_p50_ms": _pct(to_ack, 50),
-        "action_to_ack_p99_ms": _pct(to_ack, 99),
+        "action_to_line_p50_ms": pct(to_line, 50),
+        "action_to_line_p99_ms": pct(to_line, 99),
+        "action_to_ack_p50_ms": pct(to_ack, 50),
+        "action_to_ack_p99_ms": pct(to_ack, 99),
     }
 
 

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lablib.stats import pct
 
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.core.actions import Action
@@ -82,11 +85,6 @@ class Timed:
 
     def first_since(self, t0: float) -> Call | None:
         return next((c for c in self.calls if c.started >= t0), None)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def _statics(n: int) -> tuple[str, ...]:

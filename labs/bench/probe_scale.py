@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lablib.stats import pct
 
 from agent.adapters.probes import ProbeSource
 from agent.config import ProbeSettings, Source, Tunnel
@@ -90,11 +93,6 @@ def tunnels(n: int, interval: float, timeout: float) -> list[Tunnel]:
     ]
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def measure(n: int, seconds: float, warmup: float, interval: float) -> dict[str, Any]:
     with lab(n) as near:
         lateness: list[float] = []
@@ -133,7 +131,7 @@ async def measure(n: int, seconds: float, warmup: float, interval: float) -> dic
         "answered": counts["ok"],
         "lost": counts["lost"],
         "jitter_ms_p50": round(statistics.median(ms), 3),
-        "jitter_ms_p99": round(quantile(ms, 0.99), 3),
+        "jitter_ms_p99": round(pct(ms, 99), 3),
         "jitter_ms_max": round(max(ms), 3),
         "cpu_s_per_s": round((cpu1 - cpu0) / wall, 4),
         "user_s_per_s": round((times1.user - times0.user) / wall, 4),

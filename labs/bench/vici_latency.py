@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vici
+from lablib.stats import pct
 
 from agent.core.events import ChildSaDown, ChildSaUp, Event
 from tests.support.charon import two_sites
@@ -32,11 +34,6 @@ from tests.vici.conftest import (
     Recorder,
     vici_source,
 )
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def measure(uri: str, rounds: int) -> dict[str, list[float]]:
