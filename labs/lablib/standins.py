@@ -1,0 +1,251 @@
+"""Tunnel stand-ins at scale: N veth pairs from an agent namespace to one far namespace.
+
+This kernel has no VTI; a veth pair carries routes and probes the same way. Pair i is
+`t<i>` (10.64.0.0/12, its own /30, .1) in the near namespace, where the agent runs, and
+`p<i>` (.2) in the far one, whose kernel answers the probes. Neighbours are permanent, so
+nothing but the agent's own traffic is on the wire and no ARP can be lost with a cut.
+A silent cut drops everything on one pair in the far namespace (nftables, both ways): the
+agent sees its link up and only the answers missing. Links, addresses and neighbours go in
+with `ip -batch`, so 2,000 pairs take a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["BASE", "Pair", "RouteSet", "StandIns", "route_set", "stand_ins"]
+
+BASE = ipaddress.IPv4Network("10.64.0.0/12")
+# Links per `ip -batch` run: one run per step keeps 2,000 pairs to a few seconds.
+_BATCH = 5000
+
+# (destination, device, metric) of every route of one protocol in a namespace.
+RouteSet = frozenset[tuple[str, str, int]]
+
+
+def _run(*cmd: str, stdin: str | None = None, timeout: float = 120) -> str:
+    done = subprocess.run(
+        cmd, input=stdin, text=True, capture_output=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _batch(ns: str, lines: Iterable[str]) -> None:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= _BATCH:
+            _run("ip", "-n", ns, "-batch", "-", stdin="\n".join(chunk) + "\n")
+            chunk = []
+    if chunk:
+        _run("ip", "-n", ns, "-batch", "-", stdin="\n".join(chunk) + "\n")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Stand-in i (from 1): tunnel `tun<i>` over `t<i>` (near) <-> `p<i>` (far)."""
+
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"tun{self.index}"
+
+    @property
+    def near_if(self) -> str:
+        return f"t{self.index}"
+
+    @property
+    def far_if(self) -> str:
+        return f"p{self.index}"
+
+    @property
+    def local(self) -> ipaddress.IPv4Address:
+        return BASE.network_address + 4 * (self.index - 1) + 1
+
+    @property
+    def peer(self) -> ipaddress.IPv4Address:
+        return self.local + 1
+
+
+@dataclass
+class StandIns:
+    near: str
+    far: str
+    pairs: tuple[Pair, ...]
+    _cuts: set[int] = field(default_factory=set)
+
+    def __getitem__(self, index: int) -> Pair:
+        return self.pairs[index - 1]
+
+    def far_exec(self, *cmd: str) -> list[str]:
+        """A command line that runs `cmd` in the far namespace."""
+        return ["ip", "netns", "exec", self.far, *cmd]
+
+    def near_exec(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.near, *cmd]
+
+    def cut(self, index: int) -> float:
+        """Silently cut pair `index`: the far end drops all it receives and sends on it.
+
+        Returns the wall-clock time (time.time()) at which the drop was in force.
+        """
+        far_if = self[index].far_if
+        script = (
+            f"table inet vtfcut{index} {{\n"
+            f' chain input {{ type filter hook input priority -10; iifname "{far_if}" drop; }}\n'
+            f' chain output {{ type filter hook output priority -10; oifname "{far_if}" drop; }}\n'
+            "}\n"
+        )
+        _run("ip", "netns", "exec", self.far, "nft", "-f", "-", stdin=script, timeout=10)
+        self._cuts.add(index)
+        return time.time()
+
+    def repair(self, index: int) -> None:
+        if index in self._cuts:
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                self.far,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                f"vtfcut{index}",
+                timeout=10,
+            )
+            self._cuts.discard(index)
+
+    def routes(self, protocol: int = 157) -> RouteSet:
+        return route_set(self.near, protocol)
+
+
+def route_set(ns: str, protocol: int = 157) -> RouteSet:
+    """The namespace's IPv4 routes of `protocol` (main table), as (dst, device, metric).
+
+    Text, not JSON: at 200,000 routes `ip -j` output is tens of megabytes. A route through a
+    nexthop object prints its resolved device too (`nhid 7 via ... dev t2`), so this reads
+    the same whether the agent writes plain routes or nexthop groups; a multipath route
+    gives one entry per device.
+    """
+    out = _run("ip", "-n", ns, "route", "show", "proto", str(protocol), timeout=120)
+    found: set[tuple[str, str, int]] = set()
+    current: list[str] = []
+
+    def flush() -> None:
+        if not current:
+            return
+        words = " ".join(current).split()
+        dst = words[0]
+        metric = int(words[words.index("metric") + 1]) if "metric" in words else 0
+        for i, w in enumerate(words[:-1]):
+            if w == "dev":
+                found.add((dst, words[i + 1], metric))
+
+    for line in out.splitlines():
+        if line[:1].isspace():
+            current.append(line)
+            continue
+        flush()
+        current = [line]
+    flush()
+    return frozenset(found)
+
+
+def _macs(ns: str) -> dict[str, str]:
+    links = json.loads(_run("ip", "-n", ns, "-j", "link", "show"))
+    return {link["ifname"]: link["address"] for link in links}
+
+
+@contextlib.contextmanager
+def stand_ins(n: int, prefix: str = "vtfs") -> Iterator[StandIns]:
+    """Two fresh namespaces with n answering pairs; both deleted afterwards (also on error).
+
+    IPv6 is off in both: 2,000 links doing duplicate address detection and router
+    solicitations would be traffic the agent never asked for.
+    """
+    if not 1 <= n <= BASE.num_addresses // 4:
+        raise ValueError(f"{n} stand-ins: 1 to {BASE.num_addresses // 4}")
+    tag = uuid.uuid4().hex[:6]
+    near, far = f"{prefix}a-{tag}", f"{prefix}b-{tag}"
+    made: list[str] = []
+    try:
+        for ns in (near, far):
+            _run("ip", "netns", "add", ns)
+            made.append(ns)
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            )
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        pairs = tuple(Pair(i) for i in range(1, n + 1))
+        _batch(
+            near,
+            (f"link add {p.near_if} type veth peer name {p.far_if} netns {far}" for p in pairs),
+        )
+        _batch(
+            near,
+            (
+                line
+                for p in pairs
+                for line in (f"addr add {p.local}/30 dev {p.near_if}", f"link set {p.near_if} up")
+            ),
+        )
+        _batch(
+            far,
+            (
+                line
+                for p in pairs
+                for line in (f"addr add {p.peer}/30 dev {p.far_if}", f"link set {p.far_if} up")
+            ),
+        )
+        near_macs, far_macs = _macs(near), _macs(far)
+        _batch(
+            near,
+            (
+                f"neigh replace {p.peer} lladdr {far_macs[p.far_if]} dev {p.near_if} nud permanent"
+                for p in pairs
+            ),
+        )
+        _batch(
+            far,
+            (
+                f"neigh replace {p.local} lladdr {near_macs[p.near_if]} dev {p.far_if} "
+                "nud permanent"
+                for p in pairs
+            ),
+        )
+        lab = StandIns(near, far, pairs)
+        for p in {pairs[0], pairs[-1]}:
+            deadline = time.monotonic() + 10
+            while (
+                subprocess.run(
+                    lab.near_exec("ping", "-c1", "-W1", "-n", str(p.peer)),
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                != 0
+            ):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"stand-in {p.index}: {p.peer} never answered")
+                time.sleep(0.1)
+        yield lab
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
