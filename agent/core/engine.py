@@ -1,16 +1,18 @@
 """The core's one entry point: step(state, event, now) -> (state, actions).
 
-It folds the event into the tunnel's health, lets the site policy pick carriers, and
-emits only the difference between the new desired routing and what it asked for last
-time, make-before-break: links up, routes in, announcements, withdrawals, routes out,
-links down, then alerts and state reports.
+It folds the event into the tunnel's health. Only when a verdict changed, a table changed
+or a deadline came does the site policy pick carriers again; then only the difference
+between the new desired routing and what was asked for last is emitted, make-before-break.
+An event that changes no verdict costs its own tunnel, whatever the number of tunnels; a
+learned prefix costs the routes of that prefix.
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from agent.config import BothDown, Config, Source
 from agent.core import actions as act
@@ -18,49 +20,24 @@ from agent.core import dampening as damp
 from agent.core import events as ev
 from agent.core import health as hl
 from agent.core import policy as pol
+from agent.core import routing
+from agent.core.diff import diff, route_actions
+from agent.core.index import index_of, rules_for
+from agent.core.reports import alert, carrier_alert, tunnel_reports
+from agent.core.routing import Desired, Roles
+from agent.core.state import CoreState
 
-__all__ = ["CoreState", "initial_state", "next_deadline", "reconfigure", "rules_for", "step"]
+__all__ = [
+    "CoreState",
+    "decide",
+    "initial_state",
+    "next_deadline",
+    "reconfigure",
+    "rules_for",
+    "step",
+]
 
-
-@dataclass(frozen=True)
-class CoreState:
-    cfg: Config
-    started_at: float
-    settle_by: float
-    settled: bool = False
-    health: Mapping[str, hl.TunnelHealth] = field(default_factory=dict)
-    damping: Mapping[str, damp.DampState] = field(default_factory=dict)
-    # When each tunnel last became usable (eligible and not suppressed).
-    usable_since: Mapping[str, float] = field(default_factory=dict)
-    carriers: tuple[str, ...] = ()
-    both_down: bool = False
-    learned: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    # What the core last asked the actuators for: the base of every diff.
-    asked: pol.Desired = field(default_factory=pol.Desired)
-    reported: Mapping[str, act.PublishTunnelState] = field(default_factory=dict)
-    # Routes left by a previous run are swept once the desired set is complete: per family
-    # when every BGP neighbor sent End-of-RIB for it, or at sweep_by at the latest.
-    sweep_by: float = 0.0
-    end_of_rib: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    swept: frozenset[str] = frozenset()
-
-
-def rules_for(cfg: Config, tunnel: str) -> hl.HealthRules:
-    t = cfg.tunnel(tunnel)
-    p = cfg.policy
-    return hl.HealthRules(
-        rise=p.rise,
-        fall=p.fall,
-        loss_window=p.loss_window,
-        loss_down=p.loss_down,
-        loss_degraded=p.loss_degraded,
-        rtt_degraded_ms=p.rtt_degraded_ms,
-        rtt_samples=p.rtt_samples,
-        uses_probes=Source.PROBE in t.sources,
-        uses_sa=Source.VICI in t.sources or Source.XFRM in t.sources,
-        uses_link=Source.LINK in t.sources,
-        traffic_counts_as_life=p.traffic_counts_as_life,
-    )
+FAMILIES = ("ipv4", "ipv6")
 
 
 def _settle_grace(cfg: Config) -> float:
@@ -72,9 +49,6 @@ def _settle_grace(cfg: Config) -> float:
     return max(waits) + 1.0
 
 
-FAMILIES = ("ipv4", "ipv6")
-
-
 def _learning(cfg: Config) -> bool:
     return cfg.bgp is not None and cfg.remote_prefixes.learned_from_bgp
 
@@ -83,14 +57,17 @@ def initial_state(cfg: Config, now: float) -> CoreState:
     grace = _settle_grace(cfg)
     # Sessions need a few hold times at most to come up and send their tables.
     sweep_wait = 3.0 * cfg.bgp.hold_time_s if cfg.bgp is not None and _learning(cfg) else 0.0
-    return CoreState(
+    state = CoreState(
         cfg=cfg,
+        ix=index_of(cfg),
         started_at=now,
         settle_by=now + grace,
         sweep_by=now + grace + sweep_wait,
         health={t.name: hl.TunnelHealth(since=now) for t in cfg.tunnels},
         damping={t.name: damp.DampState(updated_at=now) for t in cfg.tunnels},
+        decided_at=now,
     )
+    return _with_deadlines(state, now)
 
 
 def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, list[act.Action]]:
@@ -99,21 +76,20 @@ def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, l
     damping = {
         t.name: state.damping.get(t.name, damp.DampState(updated_at=now)) for t in cfg.tunnels
     }
-    usable_since = {n: s for n, s in state.usable_since.items() if n in health}
-    learned = {n: p for n, p in state.learned.items() if n in health}
-    carriers = tuple(c for c in state.carriers if c in health)
-    reported = {n: r for n, r in state.reported.items() if n in health}
     new = replace(
         state,
         cfg=cfg,
+        ix=index_of(cfg),
         health=health,
         damping=damping,
-        usable_since=usable_since,
-        learned=learned,
-        carriers=carriers,
-        reported=reported,
+        usable_since={n: s for n, s in state.usable_since.items() if n in health},
+        learned={n: p for n, p in state.learned.items() if n in health},
+        carriers=tuple(c for c in state.carriers if c in health),
+        reported={n: r for n, r in state.reported.items() if n in health},
         # Tunnels that vanished from the config must still be undone: `asked` stays as it
         # was, so the diff removes their routes and gives back the links held down.
+        routes_for=None,
+        announced_for=None,
     )
     return _decide(new, now, old_cfg=state.cfg)
 
@@ -141,60 +117,123 @@ def _echo(state: CoreState, event: ev.LinkChanged) -> bool:
     )
 
 
-def _forget_link(asked: pol.Desired, cfg: Config, name: str) -> pol.Desired:
+def _forget_link(asked: Desired, cfg: Config, name: str) -> Desired:
     """An interface that reappeared lost its routes and admin state: ask for them again."""
     iface = cfg.tunnel(name).interface
+    by_prefix = {}
+    for prefix, routes in asked.by_prefix.items():
+        kept = frozenset(r for r in routes if all(h.interface != iface for h in r.nexthops))
+        if kept:
+            by_prefix[prefix] = kept
     return replace(
-        asked,
-        links={n: up for n, up in asked.links.items() if n != name},
-        routes=frozenset(r for r in asked.routes if all(h.interface != iface for h in r.nexthops)),
+        asked, links={n: up for n, up in asked.links.items() if n != name}, by_prefix=by_prefix
     )
+
+
+def _same_view(a: hl.TunnelHealth, b: hl.TunnelHealth) -> bool:
+    """Nothing any decision or report reads has changed (probe counters may have)."""
+    return a.state is b.state and a.since == b.since and a.reason == b.reason and a.sa is b.sa
+
+
+def _quiet(state: CoreState, now: float) -> bool:
+    """No deadline has come since the last decision, and every tunnel has been reported."""
+    if len(state.reported) != len(state.health):
+        return False
+    i = bisect.bisect_right(state.deadlines, state.decided_at)
+    return i == len(state.deadlines) or state.deadlines[i] > now
 
 
 def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list[act.Action]]:
     """Apply one event; return the new state and the actions to carry out, in order."""
-    cfg = state.cfg
     name = _tunnel_of(event)
     if name is not None and name not in state.health:
         # An adapter can report a tunnel removed by a reload a moment ago: not ours now.
         return state, []
-    health = dict(state.health)
-    learned = dict(state.learned)
-    asked = state.asked
-    if isinstance(event, ev.SourceLost | ev.SourceRecovered):
+    if isinstance(event, ev.BgpRouteLearned | ev.BgpRouteWithdrawn | ev.BgpRoutesChanged):
+        return _learn(state, event, now)
+    if name is None:
+        # About every tunnel (a source went blind or came back) or about time itself.
+        health = dict(state.health)
         for n, h in state.health.items():
-            health[n] = hl.observe(h, event, rules_for(cfg, n), now)
-    elif isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
-        assert name is not None
-        health[name] = hl.admin(health[name], event, now)
-    elif name is not None:
-        if isinstance(event, ev.BgpRouteLearned | ev.BgpRouteWithdrawn):
-            prefix = _prefix(event.prefix)
-            if prefix is None:
-                # A malformed prefix from a peer changes nothing (the adapter logs it).
-                return state, []
-            known = learned.get(name, frozenset())
-            learned[name] = (
-                known | {prefix} if isinstance(event, ev.BgpRouteLearned) else known - {prefix}
-            )
-        if isinstance(event, ev.BgpNeighborDown):
+            rules = state.ix.rules[n]
+            health[n] = hl.judge(hl.observe(h, event, rules, now), rules, now)
+        return _decide(replace(state, health=health), now, before=state.health)
+    return _observe(state, name, event, now)
+
+
+def _observe(
+    state: CoreState, name: str, event: ev.Event, now: float
+) -> tuple[CoreState, list[act.Action]]:
+    was = state.health[name]
+    rules = state.ix.rules[name]
+    tables = state
+    rethink = False
+    if isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
+        h = hl.judge(hl.admin(was, event, now), rules, now)
+    elif isinstance(event, ev.LinkChanged) and _echo(state, event):
+        h = was
+    else:
+        if isinstance(event, ev.BgpNeighborDown) and state.learned.get(name):
             # A lost session takes everything it taught us with it.
-            learned[name] = frozenset()
+            learned = {**state.learned, name: frozenset[str]()}
+            tables = replace(tables, learned=learned, routes_for=None)
         if isinstance(event, ev.BgpEndOfRib):
-            eor = dict(state.end_of_rib)
-            eor[name] = eor.get(name, frozenset()) | {event.family}
-            state = replace(state, end_of_rib=eor)
-        if isinstance(event, ev.LinkChanged):
-            if _echo(state, event):
-                return _decide(state, now, before=state.health)
-            if event.present and not state.health[name].link_present:
-                asked = _forget_link(asked, cfg, name)
-        health[name] = hl.observe(health[name], event, rules_for(cfg, name), now)
-    judged = {n: h for n, h in health.items() if n == name or name is None}
-    for n, h in judged.items():
-        health[n] = hl.judge(h, rules_for(cfg, n), now)
-    new = replace(state, health=health, learned=learned, asked=asked)
+            eor = state.end_of_rib.get(name, frozenset())
+            tables = replace(tables, end_of_rib={**state.end_of_rib, name: eor | {event.family}})
+            # The last End-of-RIB of a family is what lets its stale routes be swept.
+            rethink = event.family not in state.swept
+        if isinstance(event, ev.LinkChanged) and event.present and not was.link_present:
+            tables = replace(
+                tables, asked=_forget_link(state.asked, state.cfg, name), routes_for=None
+            )
+        h = hl.judge(hl.observe(was, event, rules, now), rules, now)
+    new = replace(tables, health={**state.health, name: h})
+    if tables is state and not rethink and _same_view(was, h) and _quiet(state, now):
+        return new, []
     return _decide(new, now, before=state.health)
+
+
+def _learn(
+    state: CoreState,
+    event: ev.BgpRouteLearned | ev.BgpRouteWithdrawn | ev.BgpRoutesChanged,
+    now: float,
+) -> tuple[CoreState, list[act.Action]]:
+    """Fold a neighbor's announcements in; only the routes of the prefixes it changed move."""
+    name = event.tunnel
+    if isinstance(event, ev.BgpRoutesChanged):
+        gone, came = event.withdrawn, event.announced
+    elif isinstance(event, ev.BgpRouteLearned):
+        gone, came = (), (event.prefix,)
+    else:
+        gone, came = (event.prefix,), ()
+    # A malformed prefix from a peer changes nothing (the adapter logs it).
+    withdrawn = {p for p in map(_prefix, gone) if p is not None}
+    announced = {p for p in map(_prefix, came) if p is not None}
+    known = state.learned.get(name, frozenset())
+    now_known = (known - withdrawn) | announced
+    changed = [p for p in withdrawn | announced if (p in known) != (p in now_known)]
+    if changed:
+        state = replace(state, learned={**state.learned, name: now_known})
+    if not _quiet(state, now) or (state.settled and state.routes_for is None):
+        # A decision is due anyway: it rebuilds the tables with what was just learned.
+        rebuilt = replace(state, routes_for=None) if changed else state
+        return _decide(rebuilt, now, before=state.health)
+    if not changed or state.routes_for is None:
+        # Before the first decision nothing is routed yet: the tables only fill.
+        return state, []
+    roles = state.routes_for
+    old = state.asked.by_prefix
+    by_prefix = dict(old)
+    for prefix in changed:
+        routes = routing.prefix_routes(state.cfg, state.ix, roles, state.learned, prefix)
+        if routes:
+            by_prefix[prefix] = routes
+        else:
+            by_prefix.pop(prefix, None)
+    installs, removes = route_actions(old, by_prefix, changed)
+    state = replace(state, asked=replace(state.asked, by_prefix=by_prefix))
+    state, reports = tunnel_reports(state, roles, [name])
+    return state, [*installs, *removes, *reports]
 
 
 def _usable(state: CoreState) -> list[str]:
@@ -218,6 +257,11 @@ def _update_damping(
     return out
 
 
+def decide(state: CoreState, now: float) -> tuple[CoreState, list[act.Action]]:
+    """Decide from scratch as after a change of verdict (what a skipped step must agree with)."""
+    return _decide(replace(state, routes_for=None, announced_for=None), now)
+
+
 def _decide(
     state: CoreState,
     now: float,
@@ -228,14 +272,14 @@ def _decide(
     state = replace(state, damping=_update_damping(state, before or state.health, now))
     usable = _usable(state)
     usable_since = {n: state.usable_since.get(n, now) for n in usable}
-    state = replace(state, usable_since=usable_since)
+    state = replace(state, usable_since=usable_since, decided_at=now)
     if not state.settled:
         if now < state.settle_by and any(h.state is hl.Health.INIT for h in state.health.values()):
             # Before first evidence, say nothing: the kernel keeps what it has (no restart flap).
-            return _reports(state, frozenset())
+            state, reports = tunnel_reports(state, None)
+            return _with_deadlines(state, now), reports
         state = replace(state, settled=True)
     chosen = pol.choose_carriers(cfg, usable, state.health, usable_since, state.carriers, now)
-    alerts: list[act.Action] = []
     both_down = not chosen
     carriers = chosen
     if both_down and cfg.policy.both_down is BothDown.KEEP_LAST:
@@ -243,21 +287,7 @@ def _decide(
         carriers = tuple(
             c for c in state.carriers if state.health[c].state is not hl.Health.ADMIN_DOWN
         )
-    if chosen and state.both_down:
-        # One alert for the way out of both-down, whichever tunnel keep-last had kept.
-        why = "; ".join(f"{n} {state.health[n].reason}" for n in chosen)
-        alerts.append(_alert(state, "recovered", (), chosen, now, reason=why))
-    elif chosen and set(chosen) != set(state.carriers) and state.carriers:
-        alerts.append(_carrier_alert(state, chosen, now))
-    elif both_down and not state.both_down:
-        alerts.append(_alert(state, "both-down", state.carriers, (), now))
-    if before is not None:
-        for n in chosen:
-            if (
-                state.health[n].state is hl.Health.DEGRADED
-                and before[n].state is not hl.Health.DEGRADED
-            ):
-                alerts.append(_alert(state, "degraded", (n,), (n,), now))
+    alerts = _alerts(state, usable, chosen, both_down, before, now)
     standbys = tuple(
         n
         for n in sorted(usable, key=lambda n: pol.preference(cfg.tunnel(n), state.health[n]))
@@ -265,19 +295,64 @@ def _decide(
     )
     if both_down:
         standbys = ()
-    routes, announcements = pol.desired_routing(cfg, carriers, standbys, state.learned)
-    desired = pol.Desired(
+    roles = Roles(carriers, standbys[: cfg.policy.standby_routes])
+    announce = Roles(carriers, standbys)
+    by_prefix = (
+        state.asked.by_prefix
+        if roles == state.routes_for
+        else routing.all_routes(cfg, state.ix, roles, state.learned)
+    )
+    announcements = (
+        state.asked.announcements
+        if announce == state.announced_for
+        else routing.announcements(cfg, carriers, standbys)
+    )
+    desired = Desired(
         links=pol.desired_links(cfg, state.health, now, carriers),
-        routes=routes,
+        by_prefix=by_prefix,
         announcements=announcements,
     )
-    actions = _diff(old_cfg or cfg, cfg, state.asked, desired)
-    state = replace(state, carriers=carriers, both_down=both_down, asked=desired)
+    actions = diff(old_cfg or cfg, cfg, state.asked, desired)
+    state = replace(
+        state,
+        carriers=carriers,
+        both_down=both_down,
+        asked=desired,
+        routes_for=roles,
+        announced_for=announce,
+    )
     sweeps = _sweeps(state, now)
     if sweeps:
         state = replace(state, swept=state.swept | {s.family for s in sweeps})
-    state, reports = _reports(state, routes)
-    return state, [*actions, *sweeps, *alerts, *reports]
+    state, reports = tunnel_reports(state, roles)
+    return _with_deadlines(state, now), [*actions, *sweeps, *alerts, *reports]
+
+
+def _alerts(
+    state: CoreState,
+    usable: Iterable[str],
+    chosen: tuple[str, ...],
+    both_down: bool,
+    before: Mapping[str, hl.TunnelHealth] | None,
+    now: float,
+) -> list[act.Action]:
+    out: list[act.Action] = []
+    if chosen and state.both_down:
+        # One alert for the way out of both-down, whichever tunnel keep-last had kept.
+        why = "; ".join(f"{n} {state.health[n].reason}" for n in chosen)
+        out.append(alert(state, "recovered", (), chosen, now, reason=why))
+    elif chosen and set(chosen) != set(state.carriers) and state.carriers:
+        out.append(carrier_alert(state, usable, chosen, now))
+    elif both_down and not state.both_down:
+        out.append(alert(state, "both-down", state.carriers, (), now))
+    if before is not None:
+        for n in chosen:
+            if (
+                state.health[n].state is hl.Health.DEGRADED
+                and before[n].state is not hl.Health.DEGRADED
+            ):
+                out.append(alert(state, "degraded", (n,), (n,), now))
+    return out
 
 
 def _sweeps(state: CoreState, now: float) -> list[act.SweepRoutes]:
@@ -294,117 +369,8 @@ def _sweeps(state: CoreState, now: float) -> list[act.SweepRoutes]:
     ]
 
 
-def _alert(
-    state: CoreState,
-    kind: str,
-    src: tuple[str, ...],
-    dst: tuple[str, ...],
-    now: float,
-    reason: str | None = None,
-) -> act.PublishAlert:
-    troubles = [state.health[n].trouble_since for n in src if n in state.health]
-    started = min((t for t in troubles if t is not None), default=None)
-    if reason is None:
-        reason = "; ".join(f"{n} {state.health[n].reason}" for n in src if n in state.health)
-    return act.PublishAlert(
-        kind=kind,
-        at=now,
-        from_tunnels=src,
-        to_tunnels=dst,
-        reason=reason or kind,
-        detected_after_s=None if started is None else round(now - started, 6),
-    )
-
-
-def _carrier_alert(state: CoreState, chosen: tuple[str, ...], now: float) -> act.PublishAlert:
-    usable = set(_usable(state))
-    lost = tuple(c for c in state.carriers if c not in chosen)
-    if any(c not in usable or state.health[c].state is hl.Health.DEGRADED for c in lost):
-        return _alert(state, "failover", lost, chosen, now)
-    gained = ",".join(c for c in chosen if c not in state.carriers)
-    hold = state.cfg.policy.preempt_hold_down_s
-    return _alert(
-        state,
-        "failback",
-        state.carriers,
-        chosen,
-        now,
-        reason=f"{gained} healthy for {hold:g}s (preempt hold-down)",
-    )
-
-
-def _route_id(r: act.Route) -> tuple[str, int, int]:
-    return (r.prefix, r.table, r.metric)
-
-
-def _diff(old_cfg: Config, cfg: Config, old: pol.Desired, new: pol.Desired) -> list[act.Action]:
-    """Make-before-break order; nothing changed -> nothing emitted."""
-    was_iface = {t.name: t.interface for t in old_cfg.tunnels}
-    iface = {t.name: t.interface for t in cfg.tunnels}
-    ups: list[act.Action] = []
-    downs: list[act.Action] = []
-    for n, up in new.links.items():
-        was = old.links.get(n) if was_iface.get(n) == iface[n] else None
-        if up and was is not True:
-            ups.append(act.SetLinkUp(iface[n], n))
-        elif not up and was is not False:
-            downs.append(act.SetLinkDown(iface[n], n))
-    for n, up in old.links.items():
-        if not up and (n not in new.links or iface.get(n) != was_iface[n]):
-            # No longer ours to hold down (tunnel removed, renamed or link_control none).
-            ups.append(act.SetLinkUp(was_iface[n], n))
-    installs = [act.InstallRoute(r) for r in sorted(new.routes - old.routes)]
-    # An install replaces the route of its identity; removing that identity after it
-    # would delete the route just installed.
-    kept = {_route_id(r) for r in new.routes}
-    removes = [
-        act.RemoveRoute(r) for r in sorted(old.routes - new.routes) if _route_id(r) not in kept
-    ]
-    announces = [
-        a for key, a in sorted(new.announcements.items()) if old.announcements.get(key) != a
-    ]
-    withdraws = [
-        act.WithdrawPrefix(neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix)
-        for key, a in sorted(old.announcements.items())
-        if key not in new.announcements
-    ]
-    # Better attributes first, so the far side always has a path while we change them.
-    announces.sort(key=lambda a: (a.med, a.as_path_prepend))
-    return [*ups, *installs, *announces, *withdraws, *removes, *downs]
-
-
-def _reports(state: CoreState, routes: frozenset[act.Route]) -> tuple[CoreState, list[act.Action]]:
-    """Tunnel summaries that changed since last reported (for retained MQTT state)."""
-    out: list[act.Action] = []
-    reported = dict(state.reported)
-    tunnel_on = {t.interface: t.name for t in state.cfg.tunnels}
-    metric_of: dict[str, int] = {}
-    for r in routes:
-        for hop in r.nexthops:
-            name = tunnel_on[hop.interface]  # desired routes only use current tunnels
-            metric_of[name] = min(r.metric, metric_of.get(name, r.metric))
-    announced_by = {a.tunnel for a in state.asked.announcements.values()}
-    for t in state.cfg.tunnels:
-        h = state.health[t.name]
-        report = act.PublishTunnelState(
-            tunnel=t.name,
-            health=h.state.value,
-            sa=h.sa.value,
-            carrying=t.name in state.carriers
-            and not (state.both_down and state.cfg.policy.both_down is BothDown.WITHDRAW),
-            announced=t.name in announced_by,
-            metric=metric_of.get(t.name),
-            since=h.since,
-            reason=h.reason,
-        )
-        if reported.get(t.name) != report:
-            reported[t.name] = report
-            out.append(report)
-    return replace(state, reported=reported), out
-
-
-def next_deadline(state: CoreState, now: float) -> float | None:
-    """The next moment the core must look again even if nothing happens (or None)."""
+def _with_deadlines(state: CoreState, now: float) -> CoreState:
+    """Remember every moment the core must look again even if nothing happens."""
     cfg = state.cfg
     times: list[float] = []
     if not state.settled:
@@ -418,5 +384,10 @@ def next_deadline(state: CoreState, now: float) -> float | None:
         at = damp.reuse_at(d, cfg.policy.dampening)
         if at is not None:
             times.append(at)
-    future = [t for t in times if t > now]
-    return min(future) if future else None
+    return replace(state, deadlines=tuple(sorted(times)))
+
+
+def next_deadline(state: CoreState, now: float) -> float | None:
+    """The next moment the core must look again even if nothing happens (or None)."""
+    i = bisect.bisect_right(state.deadlines, now)
+    return state.deadlines[i] if i < len(state.deadlines) else None

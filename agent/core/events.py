@@ -16,6 +16,7 @@ __all__ = [
     "BgpNeighborUp",
     "BgpRouteLearned",
     "BgpRouteWithdrawn",
+    "BgpRoutesChanged",
     "ChildSaDown",
     "ChildSaRekeyed",
     "ChildSaUp",
@@ -119,6 +120,19 @@ class BgpEndOfRib(Event):
 class BgpRouteWithdrawn(Event):
     tunnel: str
     prefix: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BgpRoutesChanged(Event):
+    """One UPDATE from the tunnel's neighbor: the prefixes it withdrew, then those it announced.
+
+    A table arrives as thousands of prefixes in a few hundred UPDATEs: one event each keeps
+    a burst from costing one step per prefix.
+    """
+
+    tunnel: str
+    announced: tuple[str, ...] = ()
+    withdrawn: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,6 +46,9 @@ EVENTS: dict[str, Callable[[], ev.Event]] = {
     "BgpNeighborDown": lambda: ev.BgpNeighborDown(tunnel="tun1"),
     "BgpRouteLearned": lambda: ev.BgpRouteLearned(tunnel="tun1", prefix="10.9.0.0/24"),
     "BgpRouteWithdrawn": lambda: ev.BgpRouteWithdrawn(tunnel="tun1", prefix="10.9.0.0/24"),
+    "BgpRoutesChanged": lambda: ev.BgpRoutesChanged(
+        tunnel="tun1", announced=("10.9.0.0/24",), withdrawn=("10.8.0.0/24",)
+    ),
     "BgpEndOfRib": lambda: ev.BgpEndOfRib(tunnel="tun1", family="ipv6"),
     "AdminDisabled": lambda: ev.AdminDisabled(tunnel="tun1", reason="maintenance"),
     "AdminEnabled": lambda: ev.AdminEnabled(tunnel="tun1"),
@@ -93,6 +96,7 @@ TABLE: dict[str, tuple[tuple[Health, str | None], ...]] = {
     "BgpNeighborUp": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
     "BgpNeighborDown": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
     "BgpRouteLearned": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
+    "BgpRoutesChanged": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
     "BgpEndOfRib": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
     "BgpRouteWithdrawn": (
         (H.INIT, _),

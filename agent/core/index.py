@@ -1,0 +1,78 @@
+"""What the core derives from a config: computed once per config, so no event pays for it."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agent.config import Config, Source, TunnelKind
+from agent.core.actions import NextHop
+from agent.core.health import HealthRules
+
+__all__ = ["CoreIndex", "Network", "index_of", "network_of", "rules_for", "version_of"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Point-to-point kinds route by device; the others need the peer as gateway.
+_BY_DEVICE = {TunnelKind.VTI, TunnelKind.XFRM}
+
+
+@dataclass(frozen=True)
+class CoreIndex:
+    rules: Mapping[str, HealthRules]
+    # Static remote prefixes in canonical text, and the same as a set for lookups.
+    static: tuple[str, ...]
+    static_set: frozenset[str]
+    site: tuple[Network, ...]
+    tunnel_on: Mapping[str, str]  # interface -> tunnel name
+    table: Mapping[str, int]  # tunnel name -> its routing table
+    hop: Mapping[tuple[str, int], NextHop]  # (tunnel name, IP version) -> next hop
+
+
+def rules_for(cfg: Config, tunnel: str) -> HealthRules:
+    t = cfg.tunnel(tunnel)
+    p = cfg.policy
+    return HealthRules(
+        rise=p.rise,
+        fall=p.fall,
+        loss_window=p.loss_window,
+        loss_down=p.loss_down,
+        loss_degraded=p.loss_degraded,
+        rtt_degraded_ms=p.rtt_degraded_ms,
+        rtt_samples=p.rtt_samples,
+        uses_probes=Source.PROBE in t.sources,
+        uses_sa=Source.VICI in t.sources or Source.XFRM in t.sources,
+        uses_link=Source.LINK in t.sources,
+        traffic_counts_as_life=p.traffic_counts_as_life,
+    )
+
+
+def index_of(cfg: Config) -> CoreIndex:
+    hop: dict[tuple[str, int], NextHop] = {}
+    for t in cfg.tunnels:
+        for version in (4, 6):
+            by_device = t.kind in _BY_DEVICE or t.inner.peer.version != version
+            hop[(t.name, version)] = (
+                NextHop(t.interface) if by_device else NextHop(t.interface, str(t.inner.peer))
+            )
+    static = tuple(str(n) for n in cfg.remote_prefixes.static)
+    return CoreIndex(
+        rules={t.name: rules_for(cfg, t.name) for t in cfg.tunnels},
+        static=static,
+        static_set=frozenset(static),
+        site=tuple(cfg.site_prefixes),
+        tunnel_on={t.interface: t.name for t in cfg.tunnels},
+        table={t.name: t.table if t.table is not None else cfg.policy.table for t in cfg.tunnels},
+        hop=hop,
+    )
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def network_of(prefix: str) -> Network:
+    """A canonical prefix text as a network; cached, since a table is parsed again per move."""
+    return ipaddress.ip_network(prefix, strict=False)
+
+
+def version_of(prefix: str) -> int:
+    return 6 if ":" in prefix else 4

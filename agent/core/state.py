@@ -1,0 +1,47 @@
+"""The core's whole state: one frozen value, replaced by every step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.config import Config
+from agent.core import actions as act
+from agent.core import dampening as damp
+from agent.core import health as hl
+from agent.core.index import CoreIndex
+from agent.core.routing import Desired, Roles
+
+__all__ = ["CoreState"]
+
+
+@dataclass(frozen=True)
+class CoreState:
+    cfg: Config
+    ix: CoreIndex
+    started_at: float
+    settle_by: float
+    settled: bool = False
+    health: Mapping[str, hl.TunnelHealth] = field(default_factory=dict)
+    damping: Mapping[str, damp.DampState] = field(default_factory=dict)
+    # When each tunnel last became usable (eligible and not suppressed).
+    usable_since: Mapping[str, float] = field(default_factory=dict)
+    carriers: tuple[str, ...] = ()
+    both_down: bool = False
+    learned: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # What the core last asked the actuators for: the base of every diff.
+    asked: Desired = field(default_factory=Desired)
+    # The roles asked.by_prefix was built for (None: rebuild it), and those of
+    # asked.announcements: what lets a decision that moves nothing skip the tables.
+    routes_for: Roles | None = None
+    announced_for: Roles | None = None
+    reported: Mapping[str, act.PublishTunnelState] = field(default_factory=dict)
+    # Routes left by a previous run are swept once the desired set is complete: per family
+    # when every BGP neighbor sent End-of-RIB for it, or at sweep_by at the latest.
+    sweep_by: float = 0.0
+    end_of_rib: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    swept: frozenset[str] = frozenset()
+    # Every deadline known at the last decision (sorted) and when that decision was made:
+    # until the first deadline after it, an event that changes no verdict changes nothing.
+    deadlines: tuple[float, ...] = ()
+    decided_at: float = 0.0
