@@ -269,6 +269,7 @@ def _decide(
     old_cfg: Config | None = None,
 ) -> tuple[CoreState, list[act.Action]]:
     cfg = state.cfg
+    prior = state
     state = replace(state, damping=_update_damping(state, before or state.health, now))
     usable = _usable(state)
     usable_since = {n: state.usable_since.get(n, now) for n in usable}
@@ -276,10 +277,11 @@ def _decide(
     if not state.settled:
         if now < state.settle_by and any(h.state is hl.Health.INIT for h in state.health.values()):
             # Before first evidence, say nothing: the kernel keeps what it has (no restart flap).
-            state, reports = tunnel_reports(state, None)
-            return _with_deadlines(state, now), reports
+            state, reports = tunnel_reports(state, None, _changed_health(prior, state, before))
+            return _with_deadlines(state, now, usable), reports
         state = replace(state, settled=True)
-    chosen = pol.choose_carriers(cfg, usable, state.health, usable_since, state.carriers, now)
+    pool = pol.ranked(cfg, usable, state.health)
+    chosen = pol.choose_carriers(cfg, pool, state.health, usable_since, state.carriers, now)
     both_down = not chosen
     carriers = chosen
     if both_down and cfg.policy.both_down is BothDown.KEEP_LAST:
@@ -288,13 +290,7 @@ def _decide(
             c for c in state.carriers if state.health[c].state is not hl.Health.ADMIN_DOWN
         )
     alerts = _alerts(state, usable, chosen, both_down, before, now)
-    standbys = tuple(
-        n
-        for n in sorted(usable, key=lambda n: pol.preference(cfg.tunnel(n), state.health[n]))
-        if n not in carriers
-    )
-    if both_down:
-        standbys = ()
+    standbys = () if both_down else tuple(n for n in pool if n not in carriers)
     roles = Roles(carriers, standbys[: cfg.policy.standby_routes])
     announce = Roles(carriers, standbys)
     by_prefix = (
@@ -324,8 +320,48 @@ def _decide(
     sweeps = _sweeps(state, now)
     if sweeps:
         state = replace(state, swept=state.swept | {s.family for s in sweeps})
-    state, reports = tunnel_reports(state, roles)
-    return _with_deadlines(state, now), [*actions, *sweeps, *alerts, *reports]
+    state, reports = tunnel_reports(state, roles, _touched(prior, state, before))
+    return _with_deadlines(state, now, usable), [*actions, *sweeps, *alerts, *reports]
+
+
+def _changed_health(
+    prior: CoreState, state: CoreState, before: Mapping[str, hl.TunnelHealth] | None
+) -> set[str] | None:
+    """Tunnels whose health this step changed; None when every report must be looked at."""
+    if before is None or len(prior.reported) != len(state.health) or prior.cfg is not state.cfg:
+        return None
+    return {n for n, h in state.health.items() if before.get(n) is not h}
+
+
+def _touched(
+    prior: CoreState, state: CoreState, before: Mapping[str, hl.TunnelHealth] | None
+) -> set[str] | None:
+    """The tunnels whose report may have changed in this decision (None: any of them).
+
+    A change of tables (learned prefixes, a forgotten link) clears routes_for, so it
+    always looks at every report.
+    """
+    names = _changed_health(prior, state, before)
+    old_routes, old_announce = prior.routes_for, prior.announced_for
+    new_routes, new_announce = state.routes_for, state.announced_for
+    if (
+        names is None
+        or old_routes is None
+        or old_announce is None
+        or new_routes is None
+        or new_announce is None
+        or prior.both_down != state.both_down
+    ):
+        return None
+    old_metric, new_metric = old_routes.metrics(state.cfg), new_routes.metrics(state.cfg)
+    names |= {
+        n for n in old_metric.keys() | new_metric.keys() if old_metric.get(n) != new_metric.get(n)
+    }
+    names |= set(prior.carriers) ^ set(state.carriers)
+    names |= set(old_announce.carriers + old_announce.standbys) ^ set(
+        new_announce.carriers + new_announce.standbys
+    )
+    return names
 
 
 def _alerts(
@@ -369,7 +405,7 @@ def _sweeps(state: CoreState, now: float) -> list[act.SweepRoutes]:
     ]
 
 
-def _with_deadlines(state: CoreState, now: float) -> CoreState:
+def _with_deadlines(state: CoreState, now: float, usable: list[str] | None = None) -> CoreState:
     """Remember every moment the core must look again even if nothing happens."""
     cfg = state.cfg
     times: list[float] = []
@@ -377,7 +413,8 @@ def _with_deadlines(state: CoreState, now: float) -> CoreState:
         times.append(state.settle_by)
     if len(state.swept) < len(FAMILIES):
         times.append(state.sweep_by)
-    usable = _usable(state)
+    if usable is None:
+        usable = _usable(state)
     times += pol.pending_preemptions(cfg, usable, state.health, state.usable_since, state.carriers)
     times += pol.probation_deadlines(cfg, state.health, now)
     for d in state.damping.values():

@@ -6,7 +6,7 @@ choice into routes and announcements.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from agent.config import Config, LinkControl, PolicyMode, Tunnel, TunnelKind
 from agent.core.health import Health, SaView, TunnelHealth
@@ -17,11 +17,19 @@ __all__ = [
     "pending_preemptions",
     "preference",
     "probation_deadlines",
+    "ranked",
     "ready_at",
 ]
 
 # Kinds whose interface the agent may set down: a mark tunnel rides a shared interface.
 _TOGGLEABLE = {TunnelKind.VTI, TunnelKind.XFRM, TunnelKind.GRE, TunnelKind.TAP}
+
+
+def ranked(cfg: Config, usable: Iterable[str], health: Mapping[str, TunnelHealth]) -> list[str]:
+    """Usable tunnels, best first (see preference)."""
+    return sorted(usable, key=lambda n: preference(cfg.tunnel(n), health[n]))
+
+
 def preference(t: Tunnel, h: TunnelHealth) -> tuple[int, int, str]:
     """Sort key, best first: a clean tunnel before a degraded one, then priority, then name."""
     return (0 if h.state is Health.UP else 1, t.effective_priority, t.name)
@@ -40,14 +48,13 @@ def ready_at(
 
 def choose_carriers(
     cfg: Config,
-    usable: Iterable[str],
+    pool: Sequence[str],
     health: Mapping[str, TunnelHealth],
     usable_since: Mapping[str, float],
     current: tuple[str, ...],
     now: float,
 ) -> tuple[str, ...]:
-    """Which usable tunnels carry traffic now; () when none is usable."""
-    pool = sorted(usable, key=lambda n: preference(cfg.tunnel(n), health[n]))
+    """Which usable tunnels (`pool`, best first) carry traffic now; () when none is usable."""
     if not pool:
         return ()
 
