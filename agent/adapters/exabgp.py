@@ -1,7 +1,7 @@
 """BGP through ExaBGP: announce/withdraw actions become API lines; ExaBGP's JSON becomes events.
 
 One object is both the Actuator (AnnouncePrefix / WithdrawPrefix) and the Source
-(BgpNeighborUp/Down, BgpRouteLearned/Withdrawn). It keeps the announcements the core
+(BgpNeighborUp/Down, BgpRoutesChanged per UPDATE, BgpEndOfRib). It keeps the announcements the core
 asked for and replays them whenever a neighbor comes up or ExaBGP (re)connects, so a
 restart on either side ends with the same announcements. Two ways to reach ExaBGP:
 supervise (we start `exabgp` from a generated config; its API process relays to our Unix
@@ -31,8 +31,7 @@ from agent.core.events import (
     BgpEndOfRib,
     BgpNeighborDown,
     BgpNeighborUp,
-    BgpRouteLearned,
-    BgpRouteWithdrawn,
+    BgpRoutesChanged,
     Event,
 )
 from agent.ports import AdapterError, Emit
@@ -345,10 +344,12 @@ class ExaBgpAdapter:
                 if tunnel is None:
                     log.warning("exabgp: routes from unknown neighbor %s ignored", peer)
                     return False
-                for prefix in withdrawn:
-                    self._event(BgpRouteWithdrawn(tunnel=tunnel, prefix=prefix, at=now))
-                for prefix in announced:
-                    self._event(BgpRouteLearned(tunnel=tunnel, prefix=prefix, at=now))
+                # One event per UPDATE: a table of 100,000 prefixes is a few hundred steps.
+                self._event(
+                    BgpRoutesChanged(
+                        tunnel=tunnel, announced=announced, withdrawn=withdrawn, at=now
+                    )
+                )
             case api.EndOfRib(peer=peer, family=family):
                 tunnel = self._tunnel_of.get(peer)
                 if tunnel is not None:

@@ -17,7 +17,7 @@ from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.exabgp_config import exabgp_conf
 from agent.config import parse_config
 from agent.core.actions import AnnouncePrefix, WithdrawPrefix
-from agent.core.events import BgpNeighborDown, BgpNeighborUp, BgpRouteLearned, Event
+from agent.core.events import BgpNeighborDown, BgpNeighborUp, BgpRoutesChanged, Event
 from tests.support.system import run
 
 SAMPLES = [
@@ -161,7 +161,7 @@ async def test_garbage_from_exabgp_is_logged_and_the_session_goes_on(
     deliver.cancel()
     assert [(type(e), e.tunnel) for e in events] == [
         (BgpNeighborUp, "tun1"),
-        (BgpRouteLearned, "tun1"),
+        (BgpRoutesChanged, "tun1"),
         # ExaBGP went away: the session it carried is down too.
         (BgpNeighborDown, "tun1"),
     ]

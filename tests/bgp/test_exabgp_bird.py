@@ -23,8 +23,7 @@ from agent.core.actions import AnnouncePrefix, WithdrawPrefix
 from agent.core.events import (
     BgpNeighborDown,
     BgpNeighborUp,
-    BgpRouteLearned,
-    BgpRouteWithdrawn,
+    BgpRoutesChanged,
     Event,
 )
 from tests.bgp.conftest import REMOTE4, REMOTE6, Topology, agent_config
@@ -135,7 +134,7 @@ async def test_learned_routes_and_neighbor_state_become_events(
             for prefix in (REMOTE4, REMOTE6):
                 await r.wait_event(
                     lambda e, t=tunnel, p=prefix: (
-                        isinstance(e, BgpRouteLearned) and (e.tunnel, e.prefix) == (t, p)
+                        isinstance(e, BgpRoutesChanged) and e.tunnel == t and p in e.announced
                     )
                 )
 
@@ -144,7 +143,9 @@ async def test_learned_routes_and_neighbor_state_become_events(
         for tunnel in ("tun1", "tun2"):
             await r.wait_event(
                 lambda e, t=tunnel: (
-                    isinstance(e, BgpRouteWithdrawn) and (e.tunnel, e.prefix) == (t, REMOTE4)
+                    isinstance(e, BgpRoutesChanged)
+                    and e.tunnel == t
+                    and REMOTE4 in e.withdrawn
                 )
             )
 

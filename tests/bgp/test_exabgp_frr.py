@@ -10,7 +10,7 @@ import pytest
 
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.core.actions import AnnouncePrefix, WithdrawPrefix
-from agent.core.events import BgpNeighborUp, BgpRouteLearned, Event
+from agent.core.events import BgpNeighborUp, BgpRoutesChanged, Event
 from tests.bgp.conftest import Topology, agent_config
 from tests.support.frr import Frr, frr
 
@@ -101,7 +101,7 @@ async def test_frr_receives_attributes_and_withdrawal(topo: Topology, tmp_path: 
             assert any(isinstance(e, BgpNeighborUp) and e.tunnel == "tun2" for e in events)
             deadline = time.monotonic() + 20
             while not any(
-                isinstance(e, BgpRouteLearned) and e.prefix == "10.2.0.0/24" for e in events
+                isinstance(e, BgpRoutesChanged) and "10.2.0.0/24" in e.announced for e in events
             ):
                 assert time.monotonic() < deadline, f"nothing learned from FRR: {events}"
                 await asyncio.sleep(0.2)

@@ -98,7 +98,7 @@ async def test_exabgp_runs_the_adapter_and_bird_sees_its_announcements(
         assert two is not None
         assert (two.med, two.as_path, two.communities) == (200, (65001, 65001), ("65001:666",))
         await wait(lambda e: e["type"] == "BgpNeighborUp" and e["tunnel"] == "tun2")
-        await wait(lambda e: e["type"] == "BgpRouteLearned" and e["prefix"] == REMOTE4)
+        await wait(lambda e: e["type"] == "BgpRoutesChanged" and REMOTE4 in e["announced"])
 
         send({"kind": "withdraw", "neighbor": Topology.peer(1), "tunnel": "tun1", "prefix": SITE})
         await asyncio.to_thread(
