@@ -57,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -67,7 +67,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lablib.agentproc import DEFAULT_COMMAND, AgentProcess, descendants
-from lablib.standins import Pair, RouteSet, StandIns, route_set, stand_ins
+from lablib.standins import (
+    Pair,
+    RouteSet,
+    StandIns,
+    active_standby,
+    agent_config,
+    route_set,
+    stand_ins,
+    via,
+    wait_routes,
+)
 from lablib.stats import pct
 from lablib.topology import TOP
 
@@ -109,37 +119,6 @@ def bulk_prefix(i: int) -> str:
     base = (10 << 24) | (128 << 16)
     a = base + i * 64
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/26"
-
-
-# -- what the kernel should hold ------------------------------------------------------------
-def expected(order: Sequence[Pair], prefixes: Sequence[str]) -> RouteSet:
-    """Active-standby routing for carriers-first `order`: metric 10, then 100, 101, ..."""
-    out = set()
-    for rank, p in enumerate(order):
-        metric = 10 if rank == 0 else 100 + rank - 1
-        out |= {(net, p.near_if, metric) for net in prefixes}
-    return frozenset(out)
-
-
-def learned_on(pair: Pair, metric: int, prefixes: Sequence[str]) -> RouteSet:
-    return frozenset((net, pair.near_if, metric) for net in prefixes)
-
-
-def wait_routes(
-    ns: str, want: RouteSet, timeout: float, alive: Callable[[], bool] = lambda: True
-) -> float | None:
-    """time.time() when the namespace's routes of our protocol were exactly `want`; None if
-    not within timeout (or once `alive` says the agent is gone). Polls no faster than twice
-    the time a dump takes (200k routes: the dump competes with the agent for the CPU)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        t0 = time.monotonic()
-        if route_set(ns, PROTO) == want:
-            return time.time()
-        took = time.monotonic() - t0
-        if time.monotonic() > deadline or not alive():
-            return None
-        time.sleep(max(0.02, 2 * took))
 
 
 # -- observers --------------------------------------------------------------------------------
@@ -275,43 +254,6 @@ def memory_mb(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             got[key] = int(value.split()[0]) / 1024
     return round(got["VmRSS"], 1), round(got["VmHWM"], 1)
-
-
-# -- the agent's config -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Bgp:
-    workdir: Path
-    hold_time_s: int = 9
-
-
-def agent_yaml(pairs: Sequence[Pair], statics: Sequence[str], bgp: Bgp | None = None) -> str:
-    lines = ["agent_id: bench", "tunnels:"]
-    for p in pairs:
-        lines.append(
-            f"  - {{name: {p.name}, interface: {p.near_if}, kind: gre, priority: {p.index}, "
-            f"underlay: {{local: 192.0.2.1, remote: 192.0.2.2}}, "
-            f"inner: {{local: {p.local}/30, peer: {p.peer}}}, sources: [probe, link], "
-            f"probe: {{kind: icmp, interval_s: {INTERVAL_S}, timeout_s: {TIMEOUT_S}}}}}"
-        )
-    lines.append("remote_prefixes:")
-    lines.append("  static:")
-    lines += [f"    - {net}" for net in statics]
-    if bgp is not None:
-        lines += [
-            "  learned_from_bgp: true",
-            "bgp: {local_as: 65001, peer_as: 65002, router_id: 10.1.0.1, "
-            f"hold_time_s: {bgp.hold_time_s}}}",
-            f"exabgp: {{mode: supervise, executable: {EXABGP}, workdir: {bgp.workdir}, "
-            "ack_timeout_s: 30}",
-        ]
-    lines += [
-        "policy:",
-        f"  fall: {FALL}",
-        "  link_control: none",
-        "  preempt_hold_down_s: 2",
-        "  dampening: {enabled: false}",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # -- one cut ----------------------------------------------------------------------------------
@@ -482,12 +424,12 @@ def scale_case(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     with stand_ins(n, "vtfb") as lab:
         row["stand_ins_built_s"] = round(time.monotonic() - t0, 2)
-        normal = expected(lab.pairs, STATICS)
-        failed = expected(lab.pairs[1:], STATICS)
+        normal = active_standby(lab.pairs, STATICS)
+        failed = active_standby(lab.pairs[1:], STATICS)
         far = FarCounter(lab)
         try:
             with agent_on(
-                lab, agent_yaml(lab.pairs, STATICS), tmp / f"n{n}", args, normal, failed
+                lab, agent_config(lab.pairs, STATICS), tmp / f"n{n}", args, normal, failed
             ) as run:
                 say(f"N={n}: agent pid {run.agent.pid}, waiting for {len(normal)} routes")
                 seen = wait_routes(lab.near, normal, args.timeout, run.agent.alive)
@@ -528,10 +470,10 @@ def prefixes_case(count: int, args: argparse.Namespace, tmp: Path) -> dict[str, 
     row: dict[str, Any] = {"prefixes": count, "tunnels": 2}
     nets = [bulk_prefix(i) for i in range(count)]
     with stand_ins(2, "vtfp") as lab:
-        normal = expected(lab.pairs, nets)
-        failed = expected(lab.pairs[1:], nets)
+        normal = active_standby(lab.pairs, nets)
+        failed = active_standby(lab.pairs[1:], nets)
         with agent_on(
-            lab, agent_yaml(lab.pairs, nets), tmp / f"p{count}", args, normal, failed
+            lab, agent_config(lab.pairs, nets), tmp / f"p{count}", args, normal, failed
         ) as run:
             say(f"{count} prefixes: waiting for {len(normal)} routes")
             seen = wait_routes(lab.near, normal, args.timeout, run.agent.alive)
@@ -572,10 +514,10 @@ def burst_case(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"tunnels": n, "burst_prefixes": size}
     learned = [burst_prefix(i) for i in range(size)]
     with stand_ins(n, "vtfg") as lab, far_bird(lab, size, tmp / "bird") as b:
-        normal = expected(lab.pairs, STATICS)
-        failed = expected(lab.pairs[1:], STATICS)
-        with_burst = failed | learned_on(lab[2], 10, learned)
-        cfg = agent_yaml(lab.pairs, STATICS, Bgp(tmp / "exabgp"))
+        normal = active_standby(lab.pairs, STATICS)
+        failed = active_standby(lab.pairs[1:], STATICS)
+        with_burst = failed | via(lab[2], 10, learned)
+        cfg = agent_config(lab.pairs, STATICS, bgp_workdir=tmp / "exabgp", exabgp=EXABGP)
         with agent_on(lab, cfg, tmp / "burst", args, normal, failed) as run:
             seen = wait_routes(lab.near, normal, args.timeout, run.agent.alive)
             b.wait_for(

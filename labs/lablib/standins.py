@@ -17,10 +17,22 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["BASE", "Pair", "RouteSet", "StandIns", "route_set", "stand_ins"]
+__all__ = [
+    "BASE",
+    "Pair",
+    "RouteSet",
+    "StandIns",
+    "active_standby",
+    "agent_config",
+    "route_set",
+    "stand_ins",
+    "via",
+    "wait_routes",
+]
 
 BASE = ipaddress.IPv4Network("10.64.0.0/12")
 # Links per `ip -batch` run: one run per step keeps 2,000 pairs to a few seconds.
@@ -160,6 +172,88 @@ def route_set(ns: str, protocol: int = 157) -> RouteSet:
         current = [line]
     flush()
     return frozenset(found)
+
+
+def wait_routes(
+    ns: str,
+    want: RouteSet,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    protocol: int = 157,
+) -> float | None:
+    """time.time() when the namespace's routes of `protocol` were exactly `want`; None if not
+    within timeout (or once `alive` says the agent is gone). Polls no faster than twice the
+    time a dump takes: at 200k routes the dump competes with the agent for the CPU."""
+    deadline = time.monotonic() + timeout
+    while True:
+        t0 = time.monotonic()
+        if route_set(ns, protocol) == want:
+            return time.time()
+        took = time.monotonic() - t0
+        if time.monotonic() > deadline or not alive():
+            return None
+        time.sleep(max(0.02, 2 * took))
+
+
+def active_standby(order: Sequence[Pair], prefixes: Iterable[str]) -> RouteSet:
+    """The agent's routes for carrier-first `order`, active-standby: metric 10, then 100+rank."""
+    nets = tuple(prefixes)
+    out: set[tuple[str, str, int]] = set()
+    for rank, p in enumerate(order):
+        metric = 10 if rank == 0 else 100 + rank - 1
+        out |= {(net, p.near_if, metric) for net in nets}
+    return frozenset(out)
+
+
+def via(pair: Pair, metric: int, prefixes: Iterable[str]) -> RouteSet:
+    """Routes to prefixes through one stand-in (what the agent installs for learned ones)."""
+    return frozenset((net, pair.near_if, metric) for net in prefixes)
+
+
+def agent_config(
+    pairs: Sequence[Pair],
+    statics: Sequence[str],
+    *,
+    interval_s: float = 0.2,
+    timeout_s: float = 0.5,
+    fall: int = 5,
+    bgp_workdir: Path | None = None,
+    exabgp: str = "exabgp",
+    hold_time_s: int = 9,
+) -> str:
+    """An agent config over the stand-ins, as a new user writes one: kind gre, sources
+    [probe, link], tun<i> at priority i, the static remote prefixes, not dry-run.
+
+    With bgp_workdir: BGP to AS 65002 over every tunnel (ExaBGP supervised by the agent) and
+    learned_from_bgp. Three choices keep cycles short and the measure on routes:
+    link_control none (a veth set admin-down also makes the kernel flush its routes),
+    dampening off (repeated cuts would suppress tun1), a 2 s preempt hold-down.
+    """
+    lines = ["agent_id: standins", "tunnels:"]
+    for p in pairs:
+        lines.append(
+            f"  - {{name: {p.name}, interface: {p.near_if}, kind: gre, priority: {p.index}, "
+            "underlay: {local: 192.0.2.1, remote: 192.0.2.2}, "
+            f"inner: {{local: {p.local}/30, peer: {p.peer}}}, sources: [probe, link], "
+            f"probe: {{kind: icmp, interval_s: {interval_s}, timeout_s: {timeout_s}}}}}"
+        )
+    lines += ["remote_prefixes:", "  static:", *(f"    - {net}" for net in statics)]
+    if bgp_workdir is not None:
+        lines += [
+            "  learned_from_bgp: true",
+            "bgp: {local_as: 65001, peer_as: 65002, router_id: 10.1.0.1, "
+            f"hold_time_s: {hold_time_s}}}",
+            f"exabgp: {{mode: supervise, executable: {exabgp}, workdir: {bgp_workdir}, "
+            "ack_timeout_s: 30}",
+        ]
+    lines += [
+        "policy:",
+        f"  fall: {fall}",
+        "  link_control: none",
+        "  preempt_hold_down_s: 2",
+        "  dampening: {enabled: false}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _macs(ns: str) -> dict[str, str]:

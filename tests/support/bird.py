@@ -53,6 +53,7 @@ def bgp_peer_block(
     export4: str = "none",
     export6: str = "none",
     next_hop6: str | None = None,
+    timers: str = FAST_TIMERS,
 ) -> str:
     """One `protocol bgp` that imports everything and exports the given filter expression.
 
@@ -63,7 +64,7 @@ def bgp_peer_block(
 protocol bgp {name} {{
     local {local} as {local_as};
     neighbor {neighbor} as {neighbor_as};
-    {FAST_TIMERS}
+    {timers}
     ipv4 {{ import all; export {export4}; }};
     ipv6 {{ import all; export {export6};{nh6} }};
 }}
