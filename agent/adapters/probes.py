@@ -243,6 +243,10 @@ class ProbeSource:
         self._matcher = _Matcher()
         self._sockets: dict[_SockKey, socket.socket] = {}
         self._emit: Emit | None = None
+        # Sends skipped because the scheduler fell a whole interval behind (and whether it
+        # is behind now, so that is logged once per episode).
+        self.late_sends = 0
+        self._late = False
 
     def ident_of(self, tunnel: str) -> int:
         """The ICMP identifier (and UDP probe id) this source uses for a tunnel."""
@@ -298,6 +302,10 @@ class ProbeSource:
                 if nxt <= now:
                     # Fell a whole interval behind: skip ahead rather than burst.
                     nxt = now + target.interval
+                    self._note_late(now - planned, target.interval)
+                elif self._late and now - planned < target.interval / 4:
+                    self._late = False
+                    log.info("probes are sent on schedule again")
                 heapq.heappush(sends, (nxt, i))
             if deadlines and deadlines[0][0] <= now:
                 # Replies that arrived while this loop was busy are read before any
@@ -311,6 +319,18 @@ class ProbeSource:
                     emit(ProbeLost(tunnel=lost.target.tunnel, at=deadline))
             wake = sends[0][0] if not deadlines else min(sends[0][0], deadlines[0][0])
             await asyncio.sleep(max(0.0, wake - self.clock()))
+
+    def _note_late(self, late_s: float, interval: float) -> None:
+        """Say once per episode that probes cannot keep their rate (the loop is too busy)."""
+        self.late_sends += 1
+        if not self._late:
+            self._late = True
+            log.warning(
+                "probes are sent %.0f ms late (interval %.0f ms): the agent cannot keep the "
+                "configured probe rate; some are skipped",
+                late_s * 1000,
+                interval * 1000,
+            )
 
     def _send(self, target: _Target, planned: float, emit: Emit) -> _Pending | None:
         sock = self._sockets[(target.version, target.kind)]

@@ -195,3 +195,24 @@ async def test_udp_echo_probes_through_the_shipped_responder(
                 await feed.wait_for("udp", Health.DOWN, within=3.0)
     ok, _ = feed.of_tunnel("udp")
     assert all(0 < e.rtt_ms < 50 for e in ok)
+
+
+async def test_a_blocked_loop_is_reported_once_and_recovery_too(
+    near: str, far: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler cannot keep its rate while the loop is blocked: it says so, once."""
+    link = add_link(near, far, 1)
+    t = tunnel("a", link.near_if, link.v4_near, link.v4_far, interval_s=0.05, timeout_s=0.2)
+    source = ProbeSource([t], netns=near)
+    feed = CoreFeed.of(t)
+    caplog.set_level(logging.INFO, logger="vti_failover.probes")
+    async with running(source, feed):
+        await feed.wait_for("a", Health.UP, within=3.0)
+        for _ in range(3):
+            time.sleep(0.3)  # the whole event loop stalls, as under a busy core
+            await asyncio.sleep(0.5)
+    assert source.late_sends >= 3
+    late = [r.getMessage() for r in caplog.records if "late" in r.getMessage()]
+    again = [r.getMessage() for r in caplog.records if "on schedule again" in r.getMessage()]
+    assert len(late) == 3, late
+    assert len(again) == 3, again
