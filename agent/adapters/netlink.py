@@ -56,6 +56,10 @@ NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 # The kernel stores an IPv6 route given metric 0 as 1024 (IP6_RT_PRIO_USER).
 IPV6_DEFAULT_METRIC = 1024
+# Routes compared and repaired per turn of the lock during a resync.
+_RESYNC_CHUNK = 256
+# Up to this many route changes in one apply are logged one per line.
+_LOGGED_ONE_BY_ONE = 8
 
 IFF_UP = 0x1
 # Set by the kernel when the operational state is UP or UNKNOWN: a VTI has no carrier and
@@ -195,6 +199,10 @@ class NetlinkActuator:
         self._index: dict[str, int] = {}
         # Netlink writes so far: for tests and the benchmark, not for decisions.
         self.writes = 0
+        # Route changes of the apply under way, logged together at its end.
+        self._changes: list[str] = []
+        # Keys written while a resync's dump runs (None: no dump running).
+        self._written: set[Key] | None = None
 
     def wants(self, action: Action) -> bool:
         return isinstance(
@@ -281,15 +289,47 @@ class NetlinkActuator:
             self._index[name] = index
 
     async def resync(self) -> None:
-        """Read our routes back from the kernel and put back whatever is missing."""
+        """Read our routes back from the kernel and put back whatever is missing.
+
+        The dump runs on a socket of its own without the lock, and the repair takes the
+        lock a chunk at a time: a failover's writes never wait behind a table of 100,000
+        routes. Routes written while the dump ran keep what the write said (the dump may
+        predate it).
+        """
         async with self._lock:
             try:
                 await self._open()
-                self._index.clear()
-                await self._refresh()
-                await self._sync(list(self._desired))
             except AdapterError as exc:
                 log.error("%s", exc)
+                return
+            self._index.clear()
+            self._written = set()
+        try:
+            dumper = self._socket()
+            try:
+                seen = await self._dump(dumper)
+            finally:
+                dumper.close()
+        except (NetlinkError, OSError) as exc:
+            log.error("%s", _mapped(exc, "netlink resync dump"))
+            self._written = None
+            return
+        async with self._lock:
+            written, self._written = self._written or set(), None
+            for key in written:
+                seen.pop(key, None)
+                if key in self._owned:
+                    seen[key] = self._owned[key]
+            self._owned = seen
+            keys = list(self._desired)
+        errors: list[AdapterError] = []
+        for start in range(0, len(keys), _RESYNC_CHUNK):
+            async with self._lock:
+                errors += await self._sync(keys[start : start + _RESYNC_CHUNK])
+                self._log_changes()
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            log.error("resync: %s%s", errors[0], more)
 
     async def close(self, cleanup: bool) -> None:
         async with self._lock:
@@ -300,6 +340,7 @@ class NetlinkActuator:
                     self._desired.clear()
                     await self._sync(list(self._owned))
             finally:
+                self._log_changes()
                 self._drop_socket()
 
     # -- actions ---------------------------------------------------------------------------
@@ -307,6 +348,7 @@ class NetlinkActuator:
     async def apply(self, actions: Sequence[Action]) -> None:
         async with self._lock:
             await self._open()
+            self._changes = []
             errors: list[AdapterError] = []
             touched: list[Key] = []
             for action in actions:
@@ -343,6 +385,7 @@ class NetlinkActuator:
                 # Make-before-break: the core orders links, installs, removals; keep it.
                 errors += await self._sync(touched)
                 touched = []
+            self._log_changes()
             if len(errors) == 1:
                 raise errors[0]
             if errors:
@@ -377,14 +420,17 @@ class NetlinkActuator:
 
     async def _refresh(self) -> None:
         """Read every route carrying our protocol id (both families, all tables)."""
+        self._owned = await self._dump(self._ipr)
+
+    async def _dump(self, ipr: Any) -> dict[Key, list[_Entry]]:
         owned: dict[Key, list[_Entry]] = {}
         for family in (socket.AF_INET, socket.AF_INET6):
-            async for msg in await self._ipr.route("dump", family=family):
+            async for msg in await ipr.route("dump", family=family):
                 if msg.get("proto") != self.route_protocol or msg.get("type") != RTN_UNICAST:
                     continue
                 key, entry = self._parse(msg, family)
                 owned.setdefault(key, []).append(entry)
-        self._owned = owned
+        return owned
 
     @staticmethod
     def _parse(msg: Any, family: int) -> tuple[Key, _Entry]:
@@ -485,6 +531,7 @@ class NetlinkActuator:
                 # The link is admin-down: the route goes in when it comes up (resync).
                 log.info("route %s waits for its link: %s", route, exc)
                 self._owned.pop(key, None)
+                self._note_written(key)
                 return
             if code == errno.EEXIST:
                 raise AdapterError(
@@ -492,12 +539,33 @@ class NetlinkActuator:
                     f"{key[3]} table {key[1]} that is not ours; left untouched"
                 ) from exc
             raise
+        self._note_written(key)
         self._owned[key] = (
             [_Entry(frozenset({h}), False) for h in ordered]
             if split
             else [_Entry(hops, len(ordered) > 1)]
         )
-        log.info("installed route %s", route)
+        self._changes.append(f"installed route {route}")
+
+    def _log_changes(self) -> None:
+        """Each route change on its own line, or one line for a table's worth."""
+        changes, self._changes = self._changes, []
+        if len(changes) <= _LOGGED_ONE_BY_ONE:
+            for line in changes:
+                log.info("%s", line)
+            return
+        installed = sum(1 for c in changes if c.startswith("installed"))
+        log.info(
+            "installed %d route(s), removed %d (first: %s; last: %s)",
+            installed,
+            len(changes) - installed,
+            changes[0],
+            changes[-1],
+        )
+
+    def _note_written(self, key: Key) -> None:
+        if self._written is not None:
+            self._written.add(key)
 
     def _spec(self, hops: list[Hop]) -> dict[str, Any]:
         if len(hops) == 1:
@@ -519,4 +587,5 @@ class NetlinkActuator:
                 raise
             # Already gone (the kernel flushed it with its link): the goal is met.
         self._owned.pop(key, None)
-        log.info("removed route %s", label)
+        self._note_written(key)
+        self._changes.append(f"removed route {label}")

@@ -235,3 +235,30 @@ async def test_restart_adopts_routes_without_a_single_write(ns: str) -> None:
     assert len(seen) == 1
     assert "10.2.0.0/24 dev vti2" in seen[0]
     assert len(before) == 4
+
+
+async def test_a_resync_of_a_big_table_does_not_hold_up_a_failover_write(
+    ns: str, actuator: NetlinkActuator
+) -> None:
+    table = [
+        Route(f"10.{100 + i // 250}.{i % 250}.0/24", 254, 10, via("vti1")) for i in range(5000)
+    ]
+    await actuator.apply([InstallRoute(r) for r in table])
+    assert len(ours(ns)) == 5000
+    # Someone deletes one of ours behind our back: the resync puts it back.
+    run("ip", "-n", ns, "route", "del", "10.100.0.0/24", "proto", PROTO)
+    done: list[str] = []
+
+    async def resync() -> None:
+        await actuator.resync()
+        done.append("resync")
+
+    async def failover() -> None:
+        await asyncio.sleep(0)  # let the resync start its dump first
+        await actuator.apply([InstallRoute(Route("10.2.0.0/24", 254, 10, via("vti2")))])
+        done.append("failover")
+
+    await asyncio.gather(resync(), failover())
+    assert done == ["failover", "resync"]
+    assert len(ours(ns)) == 5001
+    assert any(r["dst"] == "10.100.0.0/24" for r in ours(ns))
