@@ -223,6 +223,9 @@ class NetlinkSettings(FrozenModel):
     route_protocol: Annotated[int, Field(ge=5, le=255)] = 157
     # Read our routes back this often when nothing else happened, and repair what is missing.
     resync_interval_s: Seconds = 30.0
+    # Routes point at kernel nexthop groups the agent owns (kernel >= 5.3), so a failover
+    # moves every prefix with one group write. auto: when the kernel has nexthop objects.
+    nexthop_groups: Literal["auto", "on", "off"] = "auto"
 
 
 class Config(FrozenModel):

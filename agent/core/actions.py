@@ -15,10 +15,12 @@ __all__ = [
     "NextHop",
     "PublishAlert",
     "PublishTunnelState",
+    "RemoveNexthopGroup",
     "RemoveRoute",
     "Route",
     "SetLinkDown",
     "SetLinkUp",
+    "SetNexthopGroup",
     "SweepRoutes",
     "WithdrawPrefix",
 ]
@@ -37,17 +39,24 @@ class NextHop:
 
 @dataclass(frozen=True, order=True)
 class Route:
-    """A route the agent owns; (prefix, table, metric) is its identity in the kernel."""
+    """A route the agent owns; (prefix, table, metric) is its identity in the kernel.
+
+    It goes either via its own next hops or, with `group` (not 0), via the nexthop group
+    of that number: moving a group moves every route on it at once.
+    """
 
     prefix: str
     table: int
     metric: int
     nexthops: tuple[NextHop, ...]
+    group: int = 0
 
     def __str__(self) -> str:
         hops = " ".join(str(h) for h in self.nexthops)
         if len(self.nexthops) > 1:
             hops = " ".join(f"nexthop {h}" for h in self.nexthops)
+        if self.group:
+            hops = f"group {self.group}"
         table = "" if self.table == 254 else f" table {self.table}"
         return f"{self.prefix} {hops} metric {self.metric}{table}"
 
@@ -73,6 +82,31 @@ class SetLinkDown(Action):
 
     def __str__(self) -> str:
         return f"set link {self.interface} down  ({self.tunnel})"
+
+
+@dataclass(frozen=True)
+class SetNexthopGroup(Action):
+    """Point nexthop group `group` (of IP version `version`) at these next hops.
+
+    Every route on the group follows in one write; a group is set before any route that
+    uses it and removed only after the last of them.
+    """
+
+    group: int
+    version: int
+    nexthops: tuple[NextHop, ...]
+
+    def __str__(self) -> str:
+        hops = " ".join(str(h) for h in self.nexthops)
+        return f"set nexthop group {self.group} (ipv{self.version}) {hops}"
+
+
+@dataclass(frozen=True)
+class RemoveNexthopGroup(Action):
+    group: int
+
+    def __str__(self) -> str:
+        return f"remove nexthop group {self.group}"
 
 
 @dataclass(frozen=True)

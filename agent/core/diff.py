@@ -1,7 +1,8 @@
 """From what the core asked for last to what it wants now: only the difference, make-before-break.
 
-Order: links up, routes in, announcements (better attributes first), withdrawals, routes
-out, links down. Nothing changed -> nothing emitted.
+Order: links up, nexthop groups set (a failover's move), routes in, announcements (better
+attributes first), withdrawals, routes out, groups removed, links down. Nothing changed ->
+nothing emitted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from agent.config import Config
 from agent.core import actions as act
 from agent.core.routing import Desired
 
-__all__ = ["diff", "link_actions", "route_actions"]
+__all__ = ["diff", "group_actions", "link_actions", "route_actions"]
 
 
 def _route_id(r: act.Route) -> tuple[str, int, int]:
@@ -65,12 +66,36 @@ def route_actions(
     )
 
 
-def diff(old_cfg: Config, cfg: Config, old: Desired, new: Desired) -> list[act.Action]:
+def group_actions(
+    old: Mapping[int, tuple[int, tuple[act.NextHop, ...]]],
+    new: Mapping[int, tuple[int, tuple[act.NextHop, ...]]],
+) -> tuple[list[act.SetNexthopGroup], list[act.RemoveNexthopGroup]]:
+    """(groups to set, groups to remove): set before any route uses them, removed after."""
+    sets = [
+        act.SetNexthopGroup(g, version, hops)
+        for g, (version, hops) in sorted(new.items())
+        if old.get(g) != (version, hops)
+    ]
+    return sets, [act.RemoveNexthopGroup(g) for g in sorted(old.keys() - new.keys())]
+
+
+def diff(
+    old_cfg: Config,
+    cfg: Config,
+    old: Desired,
+    new: Desired,
+    prefixes: Iterable[str] | None = None,
+) -> list[act.Action]:
+    """`prefixes`: the only ones whose routes may differ (None: any of them)."""
     ups, downs = link_actions(old_cfg, cfg, old.links, new.links)
-    prefixes = (
-        old.by_prefix.keys() | new.by_prefix.keys() if old.by_prefix is not new.by_prefix else ()
-    )
+    if prefixes is None:
+        prefixes = (
+            old.by_prefix.keys() | new.by_prefix.keys()
+            if old.by_prefix is not new.by_prefix
+            else ()
+        )
     installs, removes = route_actions(old.by_prefix, new.by_prefix, prefixes)
+    group_sets, group_removes = group_actions(old.groups, new.groups)
     announces: list[act.AnnouncePrefix] = []
     withdraws: list[act.WithdrawPrefix] = []
     if old.announcements is not new.announcements:
@@ -84,4 +109,13 @@ def diff(old_cfg: Config, cfg: Config, old: Desired, new: Desired) -> list[act.A
         ]
         # Better attributes first, so the far side always has a path while we change them.
         announces.sort(key=lambda a: (a.med, a.as_path_prepend))
-    return [*ups, *installs, *announces, *withdraws, *removes, *downs]
+    return [
+        *ups,
+        *group_sets,
+        *installs,
+        *announces,
+        *withdraws,
+        *removes,
+        *group_removes,
+        *downs,
+    ]

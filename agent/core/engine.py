@@ -118,16 +118,53 @@ def _echo(state: CoreState, event: ev.LinkChanged) -> bool:
 
 
 def _forget_link(asked: Desired, cfg: Config, name: str) -> Desired:
-    """An interface that reappeared lost its routes and admin state: ask for them again."""
+    """An interface that reappeared lost its routes, nexthops and admin state: ask again.
+
+    The kernel deletes a vanished device's nexthop objects, and a group left empty goes
+    with every route on it: such groups and their routes are asked for again too.
+    """
     iface = cfg.tunnel(name).interface
+    lost = {
+        g for g, (_, hops) in asked.groups.items() if any(h.interface == iface for h in hops)
+    }
     by_prefix = {}
     for prefix, routes in asked.by_prefix.items():
-        kept = frozenset(r for r in routes if all(h.interface != iface for h in r.nexthops))
+        kept = frozenset(
+            r
+            for r in routes
+            if r.group not in lost and all(h.interface != iface for h in r.nexthops)
+        )
         if kept:
             by_prefix[prefix] = kept
     return replace(
-        asked, links={n: up for n, up in asked.links.items() if n != name}, by_prefix=by_prefix
+        asked,
+        links={n: up for n, up in asked.links.items() if n != name},
+        by_prefix=by_prefix,
+        groups={g: v for g, v in asked.groups.items() if g not in lost},
     )
+
+
+def _lose_nexthops(asked: Desired, iface: str) -> Desired:
+    """What the kernel did to our groups when a device went down or away.
+
+    It deletes the device's nexthop objects: each group loses that member, and a group
+    left empty is deleted with every route on it. Those are asked for again.
+    """
+    groups = {}
+    for g, (version, hops) in asked.groups.items():
+        kept = tuple(h for h in hops if h.interface != iface)
+        if kept:
+            groups[g] = (version, kept)
+    if len(groups) == len(asked.groups) and all(
+        groups[g] == v for g, v in asked.groups.items()
+    ):
+        return asked
+    by_prefix = {}
+    for prefix, routes in asked.by_prefix.items():
+        kept_routes = frozenset(r for r in routes if not r.group or r.group in groups)
+        if kept_routes:
+            by_prefix[prefix] = kept_routes
+    return replace(asked, by_prefix=by_prefix, groups=groups)
 
 
 def _same_view(a: hl.TunnelHealth, b: hl.TunnelHealth) -> bool:
@@ -186,6 +223,12 @@ def _observe(
             tables = replace(
                 tables, asked=_forget_link(state.asked, state.cfg, name), routes_for=None
             )
+        elif isinstance(event, ev.LinkChanged) and not (
+            event.present and event.admin_up and event.oper_up
+        ):
+            asked = _lose_nexthops(state.asked, state.cfg.tunnel(name).interface)
+            if asked is not state.asked:
+                tables = replace(tables, asked=asked, routes_for=None)
         h = hl.judge(hl.observe(was, event, rules, now), rules, now)
     new = replace(tables, health={**state.health, name: h})
     if tables is state and not rethink and _same_view(was, h) and _quiet(state, now):
@@ -293,11 +336,7 @@ def _decide(
     standbys = () if both_down else tuple(n for n in pool if n not in carriers)
     roles = Roles(carriers, standbys[: cfg.policy.standby_routes])
     announce = Roles(carriers, standbys)
-    by_prefix = (
-        state.asked.by_prefix
-        if roles == state.routes_for
-        else routing.all_routes(cfg, state.ix, roles, state.learned)
-    )
+    by_prefix, prefixes = _routes(state, roles)
     announcements = (
         state.asked.announcements
         if announce == state.announced_for
@@ -306,9 +345,10 @@ def _decide(
     desired = Desired(
         links=pol.desired_links(cfg, state.health, now, carriers),
         by_prefix=by_prefix,
+        groups=routing.groups(cfg, state.ix, roles),
         announcements=announcements,
     )
-    actions = diff(old_cfg or cfg, cfg, state.asked, desired)
+    actions = diff(old_cfg or cfg, cfg, state.asked, desired, prefixes)
     state = replace(
         state,
         carriers=carriers,
@@ -362,6 +402,37 @@ def _touched(
         new_announce.carriers + new_announce.standbys
     )
     return names
+
+
+def _routes(
+    state: CoreState, roles: Roles
+) -> tuple[Mapping[str, frozenset[act.Route]], Iterable[str] | None]:
+    """The routes for these roles, and which prefixes' routes may differ (None: any).
+
+    Unchanged roles reuse the table. With nexthop groups, new roles leave every grouped
+    route as it is (its groups move instead): only prefixes routed by holder are redone.
+    """
+    old = state.asked.by_prefix
+    if roles == state.routes_for:
+        return old, ()
+    ix = state.ix
+    if (
+        ix.groups
+        and state.routes_for is not None
+        and routing.live_tables(ix, roles) == routing.live_tables(ix, state.routes_for)
+    ):
+        partly = routing.partly_held(ix, state.learned)
+        if not partly:
+            return old, ()
+        by_prefix = dict(old)
+        for prefix in partly:
+            routes = routing.prefix_routes(state.cfg, ix, roles, state.learned, prefix)
+            if routes:
+                by_prefix[prefix] = routes
+            else:
+                by_prefix.pop(prefix, None)
+        return by_prefix, partly
+    return routing.all_routes(state.cfg, ix, roles, state.learned), None
 
 
 def _alerts(

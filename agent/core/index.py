@@ -28,6 +28,10 @@ class CoreIndex:
     tunnel_on: Mapping[str, str]  # interface -> tunnel name
     table: Mapping[str, int]  # tunnel name -> its routing table
     hop: Mapping[tuple[str, int], NextHop]  # (tunnel name, IP version) -> next hop
+    # Route via nexthop groups ("on" only: the shell resolves "auto" for this kernel).
+    groups: bool
+    tables: tuple[int, ...]  # every table a tunnel routes in, sorted
+    table_tunnels: Mapping[int, tuple[str, ...]]  # table -> its tunnels, in config order
 
 
 def rules_for(cfg: Config, tunnel: str) -> HealthRules:
@@ -57,14 +61,19 @@ def index_of(cfg: Config) -> CoreIndex:
                 NextHop(t.interface) if by_device else NextHop(t.interface, str(t.inner.peer))
             )
     static = tuple(str(n) for n in cfg.remote_prefixes.static)
+    table = {t.name: t.table if t.table is not None else cfg.policy.table for t in cfg.tunnels}
+    tables = tuple(sorted(set(table.values())))
     return CoreIndex(
         rules={t.name: rules_for(cfg, t.name) for t in cfg.tunnels},
         static=static,
         static_set=frozenset(static),
         site=tuple(cfg.site_prefixes),
         tunnel_on={t.interface: t.name for t in cfg.tunnels},
-        table={t.name: t.table if t.table is not None else cfg.policy.table for t in cfg.tunnels},
+        table=table,
         hop=hop,
+        groups=cfg.netlink.nexthop_groups == "on",
+        tables=tables,
+        table_tunnels={n: tuple(t for t, tb in table.items() if tb == n) for n in tables},
     )
 
 

@@ -8,7 +8,7 @@ costs one pass over the table, never more.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.config import Config, PolicyMode
 from agent.core.actions import AnnouncePrefix, NextHop, Route
@@ -19,9 +19,14 @@ __all__ = [
     "Roles",
     "all_routes",
     "announcements",
+    "group_id",
+    "groups",
     "has_routes",
+    "live_tables",
+    "partly_held",
     "prefix_routes",
     "routable",
+    "slot_metric",
 ]
 
 
@@ -44,6 +49,8 @@ class Desired:
     links: Mapping[str, bool] = field(default_factory=dict)  # tunnel name -> admin up
     # Remote prefix -> its routes (one per metric); a prefix without routes has no entry.
     by_prefix: Mapping[str, frozenset[Route]] = field(default_factory=dict)
+    # Nexthop group number -> (IP version, next hops), with netlink.nexthop_groups.
+    groups: Mapping[int, tuple[int, tuple[NextHop, ...]]] = field(default_factory=dict)
     announcements: Mapping[tuple[str, str], AnnouncePrefix] = field(default_factory=dict)
 
     @property
@@ -71,6 +78,21 @@ def _group(
     return frozenset(Route(prefix, table, m, tuple(sorted(hs))) for m, hs in hops.items())
 
 
+def slot_metric(cfg: Config, slot: int) -> int:
+    """Slot 0 carries (active metric); slot k is the k-th standby's."""
+    return cfg.policy.active_metric if slot == 0 else cfg.policy.standby_metric + slot - 1
+
+
+def _slots(cfg: Config, ix: CoreIndex, table: int) -> int:
+    return min(1 + cfg.policy.standby_routes, len(ix.table_tunnels[table]))
+
+
+def group_id(ix: CoreIndex, table: int, version: int, slot: int) -> int:
+    """The core's number for a table's slot group: stable for a config, so a restarted agent
+    finds its groups again."""
+    return 1 + slot + (128 if version == 6 else 0) + 256 * ix.tables.index(table)
+
+
 def prefix_routes(
     cfg: Config,
     ix: CoreIndex,
@@ -78,27 +100,28 @@ def prefix_routes(
     learned: Mapping[str, frozenset[str]],
     prefix: str,
 ) -> frozenset[Route]:
-    """The routes one remote prefix should have now."""
+    """The routes one remote prefix should have now.
+
+    With nexthop groups, a prefix every tunnel of its table has (static, or learned over
+    all of them) routes via that table's slot groups: one route per slot whoever carries,
+    so a failover rewrites groups, never routes. Any other prefix routes via its holders.
+    """
     metric = roles.metrics(cfg)
-    if prefix in ix.static_set:
-        holders = list(metric)
-    elif cfg.remote_prefixes.learned_from_bgp and routable(ix, prefix):
-        holders = [n for n in metric if prefix in learned.get(n, frozenset())]
-    else:
-        holders = []
-    return _by_table(ix, metric, prefix, holders)
-
-
-def _by_table(
-    ix: CoreIndex, metric: Mapping[str, int], prefix: str, holders: list[str]
-) -> frozenset[Route]:
-    tables = sorted({ix.table[n] for n in holders})
-    if len(tables) == 1:
-        return _group(ix, metric, prefix, tables[0], holders)
-    # Tunnels in different tables never share a route (and none at all: no route).
+    static = prefix in ix.static_set
+    learnable = not static and cfg.remote_prefixes.learned_from_bgp and routable(ix, prefix)
+    version = version_of(prefix)
     out: frozenset[Route] = frozenset()
-    for table in tables:
-        out |= _group(ix, metric, prefix, table, [n for n in holders if ix.table[n] == table])
+    for table in ix.tables:
+        members = ix.table_tunnels[table]
+        has = [u for u in members if static or (learnable and prefix in learned.get(u, ()))]
+        if ix.groups and len(has) == len(members):
+            if any(u in metric for u in members):
+                out |= {
+                    Route(prefix, table, slot_metric(cfg, s), (), group_id(ix, table, version, s))
+                    for s in range(_slots(cfg, ix, table))
+                }
+        else:
+            out |= _group(ix, metric, prefix, table, [u for u in has if u in metric])
     return out
 
 
@@ -106,17 +129,62 @@ def all_routes(
     cfg: Config, ix: CoreIndex, roles: Roles, learned: Mapping[str, frozenset[str]]
 ) -> dict[str, frozenset[Route]]:
     """Every remote prefix's routes for these roles: one pass over the static and learned tables."""
+    by_prefix: dict[str, frozenset[Route]] = {}
+    # Static prefixes share one shape per IP version: build it once, not per prefix.
+    shapes: dict[int, frozenset[Route]] = {}
+    for prefix in ix.static:
+        version = version_of(prefix)
+        if version not in shapes:
+            shapes[version] = prefix_routes(cfg, ix, roles, learned, prefix)
+        by_prefix[prefix] = frozenset(replace(r, prefix=prefix) for r in shapes[version])
+    if cfg.remote_prefixes.learned_from_bgp:
+        seen: set[str] = set()
+        for name in roles.metrics(cfg):
+            seen |= learned.get(name, frozenset())
+        for prefix in seen - ix.static_set:
+            by_prefix[prefix] = prefix_routes(cfg, ix, roles, learned, prefix)
+    return {p: rs for p, rs in by_prefix.items() if rs}
+
+
+def live_tables(ix: CoreIndex, roles: Roles) -> frozenset[int]:
+    """Tables with a tunnel in a routing role: where grouped routes exist at all."""
+    return frozenset(ix.table[n] for n in (*roles.carriers, *roles.standbys))
+
+
+def partly_held(ix: CoreIndex, learned: Mapping[str, frozenset[str]]) -> set[str]:
+    """Learned prefixes some but not all tunnels of a table have: those route by holder."""
+    out: set[str] = set()
+    for members in ix.table_tunnels.values():
+        sets = [learned.get(u, frozenset()) for u in members]
+        out |= frozenset[str]().union(*sets) - frozenset.intersection(*sets)
+    return out - ix.static_set
+
+
+def groups(cfg: Config, ix: CoreIndex, roles: Roles) -> dict[int, tuple[int, tuple[NextHop, ...]]]:
+    """Every slot group of a live table: number -> (IP version, next hops).
+
+    An empty slot (fewer routed standbys than slots) holds the best routed tunnels of its
+    table, so its routes stay and only ever lead somewhere alive.
+    """
+    if not ix.groups:
+        return {}
     metric = roles.metrics(cfg)
-    holders: dict[str, list[str]] = {}
-    for name in metric:
-        for prefix in ix.static:
-            holders.setdefault(prefix, []).append(name)
-        if cfg.remote_prefixes.learned_from_bgp:
-            for prefix in learned.get(name, frozenset()):
-                # A learned copy of a static prefix adds nothing: static already routes it.
-                if prefix not in ix.static_set and routable(ix, prefix):
-                    holders.setdefault(prefix, []).append(name)
-    return {prefix: _by_table(ix, metric, prefix, names) for prefix, names in holders.items()}
+    versions = {version_of(p) for p in ix.static}
+    if cfg.remote_prefixes.learned_from_bgp:
+        versions |= {4, 6}
+    out: dict[int, tuple[int, tuple[NextHop, ...]]] = {}
+    for table in sorted(live_tables(ix, roles)):
+        routed = [u for u in ix.table_tunnels[table] if u in metric]
+        best = min(metric[u] for u in routed)
+        for slot in range(_slots(cfg, ix, table)):
+            wanted = slot_metric(cfg, slot)
+            members = [u for u in routed if metric[u] == wanted] or [
+                u for u in routed if metric[u] == best
+            ]
+            for version in sorted(versions):
+                hops = tuple(sorted(ix.hop[(u, version)] for u in members))
+                out[group_id(ix, table, version, slot)] = (version, hops)
+    return out
 
 
 def has_routes(

@@ -35,6 +35,7 @@ def make_config(
     tunnels: list[dict[str, Any]] | None = None,
     bgp: bool = True,
     learned: bool = True,
+    groups: bool = False,
     **policy: Any,
 ) -> Config:
     """Two VTIs (tun1 primary, tun2 backup) with short windows, overridable per test."""
@@ -57,6 +58,7 @@ def make_config(
         "site_prefixes": ["10.1.0.0/24", "2001:db8:a::/48"],
         "remote_prefixes": {"static": ["10.2.0.0/24"], "learned_from_bgp": bgp and learned},
         "policy": pol,
+        "netlink": {"nexthop_groups": "on" if groups else "off"},
     }
     if bgp:
         raw["bgp"] = {
@@ -150,10 +152,12 @@ class Sim:
     def carrier_routes(self) -> dict[str, set[str]]:
         """prefix -> interfaces of the lowest-metric route the core asked for."""
         best: dict[str, tuple[int, set[str]]] = {}
+        groups = self.state.asked.groups
         for r in self.state.asked.routes:
             cur = best.get(r.prefix)
+            hops = groups[r.group][1] if r.group else r.nexthops
             if cur is None or r.metric < cur[0]:
-                best[r.prefix] = (r.metric, {h.interface for h in r.nexthops})
+                best[r.prefix] = (r.metric, {h.interface for h in hops})
         return {p: ifs for p, (_, ifs) in best.items()}
 
 
@@ -162,11 +166,13 @@ class FakeRouter:
     """The kernel FIB and the BGP peers as an actuator would leave them, action by action.
 
     Routes are keyed by (prefix, table, metric) as in the kernel, InstallRoute replaces,
-    and a link set down loses its routes, as Linux does.
+    and a link set down loses its routes, as Linux does; it loses its nexthops too, and a
+    nexthop group left empty takes its routes with it.
     """
 
     links: dict[str, bool] = field(default_factory=dict)
     routes: dict[tuple[str, int, int], act.Route] = field(default_factory=dict)
+    groups: dict[int, tuple[act.NextHop, ...]] = field(default_factory=dict)
     adj_out: dict[tuple[str, str], act.AnnouncePrefix] = field(default_factory=dict)
 
     def apply(self, a: act.Action) -> None:
@@ -175,12 +181,19 @@ class FakeRouter:
                 self.links[i] = True
             case act.SetLinkDown(interface=i):
                 self.links[i] = False
+                self.flush_nexthops(i)
                 self.routes = {
                     k: r
                     for k, r in self.routes.items()
                     if all(h.interface != i for h in r.nexthops)
                 }
+            case act.SetNexthopGroup(group=g, nexthops=hops):
+                self.groups[g] = hops
+            case act.RemoveNexthopGroup(group=g):
+                assert not any(r.group == g for r in self.routes.values()), "group in use"
+                del self.groups[g]
             case act.InstallRoute(route=r):
+                assert not r.group or r.group in self.groups, "route before its group"
                 self.routes[(r.prefix, r.table, r.metric)] = r
             case act.RemoveRoute(route=r):
                 self.routes.pop((r.prefix, r.table, r.metric), None)
@@ -191,13 +204,26 @@ class FakeRouter:
             case _:
                 pass
 
+    def flush_nexthops(self, interface: str) -> None:
+        """The device went down or lost its carrier: its nexthops go, and empty groups with
+        every route on them."""
+        self.groups = {
+            g: kept
+            for g, hops in self.groups.items()
+            if (kept := tuple(h for h in hops if h.interface != interface))
+        }
+        self.routes = {
+            k: r for k, r in self.routes.items() if not r.group or r.group in self.groups
+        }
+
     def via(self, prefix: str) -> set[str]:
         """Interfaces the best (lowest-metric) route to prefix uses, if their links are up."""
         found = [r for r in self.routes.values() if r.prefix == prefix]
         if not found:
             return set()
         best = min(found, key=lambda r: r.metric)
-        return {h.interface for h in best.nexthops if self.links.get(h.interface, True)}
+        hops = self.groups[best.group] if best.group else best.nexthops
+        return {h.interface for h in hops if self.links.get(h.interface, True)}
 
     def best_announcer(self, prefix: str) -> str | None:
         """The tunnel the peer would prefer for our prefix (lowest MED, shortest path)."""

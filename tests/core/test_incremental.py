@@ -12,7 +12,7 @@ from agent.core import engine
 from agent.core import events as ev
 from agent.core.engine import next_deadline
 
-from .sim import Sim, make_config, tunnel
+from .sim import FakeRouter, Sim, make_config, tunnel
 
 NAMES = ("tun1", "tun2", "tun3")
 # Site B's prefixes, one equal to the static remote prefix, one inside our own site
@@ -104,7 +104,7 @@ steps = st.lists(
 )
 
 
-def three_tunnels(mode: str, standby_routes: int, own_table: bool) -> Sim:
+def three_tunnels(mode: str, standby_routes: int, own_table: bool, groups: bool = False) -> Sim:
     # tun3 may route in a table of its own: its routes never merge with the others'.
     third = tunnel(3, table=100) if own_table else tunnel(3)
     return Sim(
@@ -112,28 +112,51 @@ def three_tunnels(mode: str, standby_routes: int, own_table: bool) -> Sim:
             tunnels=[tunnel(1), tunnel(2), third],
             mode=mode,
             standby_routes=standby_routes,
+            groups=groups,
         )
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     script=steps,
     mode=st.sampled_from(["active-standby", "active-active"]),
     standby_routes=st.sampled_from([0, 1, 2]),
     own_table=st.booleans(),
     up_first=st.booleans(),
+    groups=st.booleans(),
 )
 def test_every_step_leaves_what_a_decision_from_scratch_would(
-    script: list[Step], mode: str, standby_routes: int, own_table: bool, up_first: bool
+    script: list[Step],
+    mode: str,
+    standby_routes: int,
+    own_table: bool,
+    up_first: bool,
+    groups: bool,
 ) -> None:
-    sim = three_tunnels(mode, standby_routes, own_table)
+    sim = three_tunnels(mode, standby_routes, own_table, groups)
+    router = FakeRouter()
     if up_first:
         sim.bring_up(NAMES)
+    for _, a in sim.log:
+        router.apply(a)
     for s in script:
         sim.now += s.dt
-        sim.advance(sim.now)
-        sim.step(s.event(sim.now))
+        for a in sim.advance(sim.now):
+            router.apply(a)
+        iface = f"vti{s.tunnel[-1]}"
+        if s.kind == "link_gone":
+            # What the kernel does to a vanished device's routes and nexthops ...
+            router.apply(act.SetLinkDown(iface, s.tunnel))
+        elif s.kind == "link_down":
+            # ... and to one that lost its carrier.
+            router.flush_nexthops(iface)
+        for a in sim.step(s.event(sim.now)):
+            router.apply(a)
+        # The actions, in their order, leave the kernel with exactly what the core asked.
+        asked = sim.state.asked
+        assert router.routes == {(r.prefix, r.table, r.metric): r for r in asked.routes}
+        assert router.groups == {g: hops for g, (_, hops) in asked.groups.items()}
         fresh, actions = engine.decide(sim.state, sim.now)
         assert actions == []
         assert fresh.asked == sim.state.asked
