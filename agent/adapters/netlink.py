@@ -27,16 +27,23 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
+from agent.adapters import nexthops
+from agent.adapters.netlink_errors import error_code, mapped
+from agent.adapters.netlink_groups import GroupTable
+from agent.adapters.nexthop_wire import extend_rtmsg
 from agent.core.actions import (
     Action,
     InstallRoute,
+    NextHop,
+    RemoveNexthopGroup,
     RemoveRoute,
     Route,
     SetLinkDown,
     SetLinkUp,
+    SetNexthopGroup,
     SweepRoutes,
 )
-from agent.ports import AdapterError, InterfaceNotFoundError, PermissionDeniedError
+from agent.ports import AdapterError, InterfaceNotFoundError
 
 __all__ = [
     "DEFAULT_ROUTE_PROTOCOL",
@@ -109,6 +116,14 @@ class _Entry:
 
     hops: frozenset[Hop]
     multipath: bool
+    # The nexthop object the route points at (RTA_NH_ID), if it is one of those.
+    nhid: int | None = None
+
+
+def _about_groups(action: Action) -> bool:
+    return isinstance(action, SetNexthopGroup | RemoveNexthopGroup) or (
+        isinstance(action, InstallRoute) and action.route.group != 0
+    )
 
 
 def _key(route: Route) -> Key:
@@ -118,23 +133,6 @@ def _key(route: Route) -> Key:
     if family == socket.AF_INET6 and metric == 0:
         metric = IPV6_DEFAULT_METRIC
     return (family, route.table, str(net), metric)
-
-
-def _mapped(exc: BaseException, what: str) -> AdapterError:
-    code = getattr(exc, "code", None) if isinstance(exc, NetlinkError) else None
-    if code is None and isinstance(exc, OSError):
-        code = exc.errno
-    text = f"{what}: {exc}"
-    if code == errno.ENODEV:
-        return InterfaceNotFoundError(text)
-    if code in (errno.EPERM, errno.EACCES):
-        return PermissionDeniedError(text)
-    return AdapterError(text)
-
-
-def _errno(exc: BaseException) -> int | None:
-    code = getattr(exc, "code", None)
-    return code if isinstance(code, int) else None
 
 
 def _netlink_fd_in(netns: str) -> int:
@@ -203,10 +201,22 @@ class NetlinkActuator:
         self._changes: list[str] = []
         # Keys written while a resync's dump runs (None: no dump running).
         self._written: set[Key] | None = None
+        # Nexthop groups the core asked for (its number -> IP version, next hops) and the
+        # kernel objects behind them; None until we know whether the kernel has them.
+        self._desired_groups: dict[int, tuple[int, tuple[NextHop, ...]]] = {}
+        self._groups = GroupTable(route_protocol)
+        self._has_nexthops: bool | None = None
 
     def wants(self, action: Action) -> bool:
         return isinstance(
-            action, SetLinkUp | SetLinkDown | InstallRoute | RemoveRoute | SweepRoutes
+            action,
+            SetLinkUp
+            | SetLinkDown
+            | InstallRoute
+            | RemoveRoute
+            | SweepRoutes
+            | SetNexthopGroup
+            | RemoveNexthopGroup,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -222,7 +232,7 @@ class NetlinkActuator:
                 await self._refresh()
             except (NetlinkError, OSError) as exc:
                 self._drop_socket()
-                raise _mapped(exc, "netlink open") from exc
+                raise mapped(exc, "netlink open") from exc
             log.info("adopted %d route(s) of protocol %d", len(self._owned), self.route_protocol)
         return self._ipr
 
@@ -250,12 +260,14 @@ class NetlinkActuator:
     async def _watch_links(self) -> None:
         monitor = self._socket()
         up: dict[int, bool] = {}
+        working: dict[int, bool] = {}
         try:
             await monitor.bind(groups=RTMGRP_LINK)
             async for msg in await monitor.link("dump"):
                 view = link_view(msg)
                 if view is not None:
                     up[view.index] = view.admin_up
+                    working[view.index] = view.oper_up
             while True:
                 raised = False
                 try:
@@ -269,7 +281,16 @@ class NetlinkActuator:
                             self._note_index(view.index, view.name, view.present)
                             if view.admin_up and not up.get(view.index, False):
                                 raised = True
+                            if (
+                                self._desired_groups
+                                and not view.oper_up
+                                and working.get(view.index, False)
+                            ):
+                                # Its nexthops are gone, and any group they emptied with
+                                # its routes: read back and repair.
+                                raised = True
                             up[view.index] = view.admin_up
+                            working[view.index] = view.oper_up
                             if not view.present:
                                 up.pop(view.index, None)
                         if not got:
@@ -311,7 +332,7 @@ class NetlinkActuator:
             finally:
                 dumper.close()
         except (NetlinkError, OSError) as exc:
-            log.error("%s", _mapped(exc, "netlink resync dump"))
+            log.error("%s", mapped(exc, "netlink resync dump"))
             self._written = None
             return
         async with self._lock:
@@ -321,8 +342,12 @@ class NetlinkActuator:
                 if key in self._owned:
                     seen[key] = self._owned[key]
             self._owned = seen
+            try:
+                await self._refresh_groups()
+                errors = await self._set_groups(list(self._desired_groups))
+            except AdapterError as exc:
+                errors = [exc]
             keys = list(self._desired)
-        errors: list[AdapterError] = []
         for start in range(0, len(keys), _RESYNC_CHUNK):
             async with self._lock:
                 errors += await self._sync(keys[start : start + _RESYNC_CHUNK])
@@ -338,7 +363,9 @@ class NetlinkActuator:
                     await self._open()
                     await self._refresh()
                     self._desired.clear()
+                    self._desired_groups.clear()
                     await self._sync(list(self._owned))
+                    await self._sweep_groups()
             finally:
                 self._log_changes()
                 self._drop_socket()
@@ -351,6 +378,10 @@ class NetlinkActuator:
             self._changes = []
             errors: list[AdapterError] = []
             touched: list[Key] = []
+            if any(_about_groups(a) for a in actions):
+                # One cheap dump of our few nexthop objects: a group the kernel deleted
+                # since (its devices went down) took its routes, which must go in again.
+                await self._refresh_groups()
             for action in actions:
                 try:
                     if isinstance(action, SetLinkUp | SetLinkDown):
@@ -358,9 +389,18 @@ class NetlinkActuator:
                             action.interface, isinstance(action, SetLinkUp)
                         )
                         if raised:
-                            # The kernel forgot this link's IPv4 routes when it went down.
+                            # The kernel forgot this link's IPv4 routes and its nexthops
+                            # when it went down.
                             await self._refresh()
+                            errors += await self._set_groups(list(self._desired_groups))
                             touched.extend(self._desired)
+                    elif isinstance(action, SetNexthopGroup):
+                        self._desired_groups[action.group] = (action.version, action.nexthops)
+                        errors += await self._set_groups([action.group])
+                    elif isinstance(action, RemoveNexthopGroup):
+                        self._desired_groups.pop(action.group, None)
+                        await self._groups.remove(self._ipr, action.group)
+                        self._changes.append(f"removed nexthop group {action.group}")
                     elif isinstance(action, InstallRoute):
                         key = _key(action.route)
                         self._desired[key] = action.route
@@ -380,6 +420,9 @@ class NetlinkActuator:
                         if stale:
                             log.info("sweeping %d stale %s route(s)", len(stale), action.family)
                         touched.extend(stale)
+                        errors += await self._sync(touched)
+                        touched = []
+                        await self._sweep_groups()
                 except AdapterError as exc:
                     errors.append(exc)
                 # Make-before-break: the core orders links, installs, removals; keep it.
@@ -403,7 +446,7 @@ class NetlinkActuator:
             self.writes += 1
             await ipr.link("set", index=index, state="up" if up else "down")
         except (NetlinkError, OSError) as exc:
-            raise _mapped(exc, what) from exc
+            raise mapped(exc, what) from exc
         log.info("%s", what)
         return up
 
@@ -419,10 +462,46 @@ class NetlinkActuator:
     # -- routes ----------------------------------------------------------------------------
 
     async def _refresh(self) -> None:
-        """Read every route carrying our protocol id (both families, all tables)."""
+        """Read every route and nexthop object carrying our protocol id."""
         self._owned = await self._dump(self._ipr)
+        await self._refresh_groups()
+
+    async def _refresh_groups(self) -> None:
+        """Read our nexthop objects back; forget routes on groups the kernel deleted."""
+        if self._has_nexthops is None:
+            self._has_nexthops = await nexthops.supported(self._ipr)
+        if not self._has_nexthops:
+            return
+        gone = await self._groups.refresh(self._ipr)
+        if gone:
+            # An emptied group takes its routes with it (its last member's device went).
+            self._owned = {
+                k: es for k, es in self._owned.items() if not any(e.nhid in gone for e in es)
+            }
+
+    async def _sweep_groups(self) -> None:
+        """Groups of ours left by a previous run that nothing uses any more."""
+        if not self._has_nexthops:
+            return
+        wanted = {self._groups.kernel_id(g) for g in self._desired_groups}
+        used = {e.nhid for es in self._owned.values() for e in es if e.nhid}
+        await self._groups.collect(self._ipr, keep=lambda i: i in wanted or i in used)
+
+    async def _set_groups(self, groups: Iterable[int]) -> list[AdapterError]:
+        errors: list[AdapterError] = []
+        for group in groups:
+            version, hops = self._desired_groups[group]
+            try:
+                wanted = [(await self._ifindex(h.interface), h.gateway) for h in hops]
+                if await self._groups.set(self._ipr, group, version, wanted):
+                    shown = " ".join(str(h) for h in hops)
+                    self._changes.append(f"set nexthop group {group} {shown}")
+            except AdapterError as exc:
+                errors.append(exc)
+        return errors
 
     async def _dump(self, ipr: Any) -> dict[Key, list[_Entry]]:
+        extend_rtmsg()  # so a route's RTA_NH_ID is read: the group it points at
         owned: dict[Key, list[_Entry]] = {}
         for family in (socket.AF_INET, socket.AF_INET6):
             async for msg in await ipr.route("dump", family=family):
@@ -443,7 +522,10 @@ class NetlinkActuator:
             hops = frozenset((int(nh["oif"]), nh.get("gateway")) for nh in multipath)
         else:
             hops = frozenset({(int(msg.get("oif") or 0), msg.get("gateway"))})
-        return (family, table, prefix, metric), _Entry(hops, bool(multipath))
+        nhid = msg.get("nh_id")
+        return (family, table, prefix, metric), _Entry(
+            hops, bool(multipath), int(nhid) if nhid else None
+        )
 
     async def _wanted_hops(self, route: Route) -> frozenset[Hop]:
         return frozenset([(await self._ifindex(h.interface), h.gateway) for h in route.nexthops])
@@ -459,8 +541,18 @@ class NetlinkActuator:
                     if have:
                         await self._delete(key, have)
                     continue
+                if want.group:
+                    nhid = self._groups.kernel_id(want.group)
+                    if have and len(have) == 1 and have[0].nhid == nhid:
+                        continue
+                    await self._write_via_group(key, want, nhid, have)
+                    continue
                 hops = await self._wanted_hops(want)
-                if have and frozenset().union(*(e.hops for e in have)) == hops:
+                if (
+                    have
+                    and not any(e.nhid for e in have)
+                    and frozenset().union(*(e.hops for e in have)) == hops
+                ):
                     continue
                 await self._write(key, want, hops, have)
             except AdapterError as exc:
@@ -487,7 +579,7 @@ class NetlinkActuator:
         try:
             await self._ipr.route(command, **kwargs)
         except (NetlinkError, OSError) as exc:
-            raise _mapped(exc, f"{command} route {route}") from exc
+            raise mapped(exc, f"{command} route {route}") from exc
 
     async def _write(
         self, key: Key, route: Route, hops: frozenset[Hop], have: list[_Entry] | None
@@ -526,7 +618,7 @@ class NetlinkActuator:
                 else:
                     await self._route("add", str(route), **self._base(key), **self._spec(ordered))
         except AdapterError as exc:
-            code = _errno(exc.__cause__) if exc.__cause__ is not None else None
+            code = error_code(exc.__cause__) if exc.__cause__ is not None else None
             if code == errno.ENETDOWN:
                 # The link is admin-down: the route goes in when it comes up (resync).
                 log.info("route %s waits for its link: %s", route, exc)
@@ -567,6 +659,30 @@ class NetlinkActuator:
         if self._written is not None:
             self._written.add(key)
 
+    async def _write_via_group(
+        self, key: Key, route: Route, nhid: int, have: list[_Entry] | None
+    ) -> None:
+        """Point the route at a nexthop group: replaced in place, so no gap while it moves."""
+        try:
+            if have and len(have) > 1:
+                # Split IPv6 device routes are siblings: a replace would hit only one.
+                await self._delete(key, have)
+                have = None
+            await self._route(
+                "replace" if have else "add", str(route), **self._base(key), nh_id=nhid
+            )
+        except AdapterError as exc:
+            code = error_code(exc.__cause__) if exc.__cause__ is not None else None
+            if code == errno.EEXIST:
+                raise AdapterError(
+                    f"route {route}: the kernel already has a route to {key[2]} metric "
+                    f"{key[3]} table {key[1]} that is not ours; left untouched"
+                ) from exc
+            raise
+        self._note_written(key)
+        self._owned[key] = [_Entry(frozenset(), False, nhid)]
+        self._changes.append(f"installed route {route}")
+
     def _spec(self, hops: list[Hop]) -> dict[str, Any]:
         if len(hops) == 1:
             return self._hop_args(hops[0])
@@ -583,7 +699,7 @@ class NetlinkActuator:
                     hop_args = {} if entry.multipath else self._hop_args(next(iter(entry.hops)))
                     await self._route("del", label, **self._base(key), **hop_args)
         except AdapterError as exc:
-            if exc.__cause__ is None or _errno(exc.__cause__) != errno.ESRCH:
+            if exc.__cause__ is None or error_code(exc.__cause__) != errno.ESRCH:
                 raise
             # Already gone (the kernel flushed it with its link): the goal is met.
         self._owned.pop(key, None)

@@ -25,7 +25,7 @@ from typing import Any
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agent.adapters.netlink import _mapped
+from agent.adapters.netlink_errors import mapped
 from agent.adapters.nexthop_wire import (
     RTM_DELNEXTHOP,
     RTM_GETNEXTHOP,
@@ -66,7 +66,7 @@ async def dump(ipr: Any, protocol: int) -> dict[int, NexthopObject]:
     try:
         answers = await _request(ipr, nhmsg(), RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP)
     except (NetlinkError, OSError) as exc:
-        raise _mapped(exc, "nexthop dump") from exc
+        raise mapped(exc, "nexthop dump") from exc
     out: dict[int, NexthopObject] = {}
     for msg in answers:
         # Filter on the header first: another daemon's object need not be decodable by us.
@@ -93,9 +93,9 @@ async def replace(ipr: Any, obj: NexthopObject) -> None:
             raise InterfaceNotFoundError(
                 f"nexthop replace {obj}: no interface with index {obj.oif}"
             ) from exc
-        raise _mapped(exc, f"nexthop replace {obj}") from exc
+        raise mapped(exc, f"nexthop replace {obj}") from exc
     except OSError as exc:
-        raise _mapped(exc, f"nexthop replace {obj}") from exc
+        raise mapped(exc, f"nexthop replace {obj}") from exc
 
 
 async def _link_exists(ipr: Any, index: int) -> bool:
@@ -104,7 +104,7 @@ async def _link_exists(ipr: Any, index: int) -> bool:
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return False
-        raise _mapped(exc, f"link lookup {index}") from exc
+        raise mapped(exc, f"link lookup {index}") from exc
     return True
 
 
@@ -117,9 +117,9 @@ async def delete(ipr: Any, nh_id: int) -> None:
     except NetlinkError as exc:
         if exc.code in (errno.ESRCH, errno.ENOENT):
             return
-        raise _mapped(exc, f"nexthop delete {nh_id}") from exc
+        raise mapped(exc, f"nexthop delete {nh_id}") from exc
     except OSError as exc:
-        raise _mapped(exc, f"nexthop delete {nh_id}") from exc
+        raise mapped(exc, f"nexthop delete {nh_id}") from exc
 
 
 async def supported(ipr: Any) -> bool:
@@ -130,7 +130,7 @@ async def supported(ipr: Any) -> bool:
         if exc.code in _UNSUPPORTED:
             log.info("kernel has no nexthop objects: %s", exc)
             return False
-        raise _mapped(exc, "nexthop probe") from exc
+        raise mapped(exc, "nexthop probe") from exc
     except OSError as exc:
-        raise _mapped(exc, "nexthop probe") from exc
+        raise mapped(exc, "nexthop probe") from exc
     return True
