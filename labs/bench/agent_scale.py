@@ -66,7 +66,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lablib.agentproc import DEFAULT_COMMAND, AgentProcess, descendants
+from lablib.agentproc import DEFAULT_COMMAND, AgentProcess, descendants, standby_routes
 from lablib.standins import (
     Pair,
     RouteSet,
@@ -135,7 +135,8 @@ class RouteWatch:
             text=True,
             start_new_session=True,
         )
-        self.times: list[float] = []
+        # (time, destination or None for a nexthop object)
+        self.changes: list[tuple[float, str | None]] = []
         self.overruns = 0
         self._lock = threading.Lock()
         self._threads = [
@@ -156,8 +157,10 @@ class RouteWatch:
             ours = f"proto {PROTO} " in f"{text} " or text.startswith(("id ", "Deleted id "))
             if ours:
                 at = datetime.fromisoformat(m.group(1)).timestamp()
+                words = text.removeprefix("Deleted ").split()
+                dst = None if words[0] == "id" else words[0]
                 with self._lock:
-                    self.times.append(at)
+                    self.changes.append((at, dst))
 
     def _errors(self) -> None:
         assert self.proc.stderr is not None
@@ -166,9 +169,15 @@ class RouteWatch:
             if "No buffer space" in line or "overrun" in line.lower():
                 self.overruns += 1
 
-    def between(self, t0: float, t1: float) -> list[float]:
+    def between(self, t0: float, t1: float, only: frozenset[str] | None = None) -> list[float]:
+        """Times of the changes in [t0, t1]; with `only`, of routes to those prefixes (and
+        of nexthop objects, which any route may use)."""
         with self._lock:
-            return [t for t in self.times if t0 <= t <= t1]
+            return [
+                t
+                for t, dst in self.changes
+                if t0 <= t <= t1 and (only is None or dst is None or dst in only)
+            ]
 
     def stop(self) -> None:
         stop_pid(self.proc)
@@ -262,9 +271,10 @@ class Cut:
     detect_s: float | None = None  # cut -> decision
     agent_detected_s: float | None = None  # the agent's own "after X s"
     lag_ms: float | None = None  # decision - ideal decision (tap)
-    first_ms: float | None = None  # decision -> first route change
-    last_ms: float | None = None  # decision -> last route change
-    settled_ms: float | None = None  # decision -> the expected routes seen (polled)
+    first_ms: float | None = None  # decision -> first change of a route that moves
+    last_ms: float | None = None  # decision -> last such change
+    # decision -> the expected routes seen (polled; with a burst: also all of it installed)
+    settled_ms: float | None = None
     changes: int = 0
     burst: bool = False
     error: str | None = None
@@ -294,6 +304,8 @@ def cut_once(
     """Cut tun1, time the decision and the route changes, repair, wait for the failback."""
     res = Cut(burst=before_cut is not None)
     want_failed = failed if failed is not None else run.failed
+    # First/last change count the routes that move (a burst's own installs do not).
+    moving = frozenset(dst for dst, _, _ in run.normal)
     mark = run.agent.mark()
     if before_cut is not None:
         before_cut()
@@ -316,14 +328,14 @@ def cut_once(
     seen = wait_routes(run.lab.near, want_failed, run.timeout, run.agent.alive)
     if seen is None:
         res.error = f"no route change within {run.timeout:g} s"
-        changes = run.watch.between(cut_at, time.time())
+        changes = run.watch.between(cut_at, time.time(), moving)
         if changes:
             res.error = f"routes not all moved within {run.timeout:g} s"
             res.first_ms = round((changes[0] - decision) * 1e3, 1)
         return res
     res.settled_ms = round((seen - decision) * 1e3, 1)
     time.sleep(0.3)  # late writes after the state was first seen count too
-    changes = run.watch.between(cut_at, time.time())
+    changes = run.watch.between(cut_at, time.time(), moving)
     res.changes = len(changes)
     if changes:
         res.first_ms = round((changes[0] - decision) * 1e3, 1)
@@ -378,6 +390,19 @@ def agent_on(
         tap.stop()
 
 
+def full_rate(far: FarCounter, n: int, timeout: float) -> float | str:
+    """Seconds until one second saw 95% of the configured probes arrive: the end of start-up
+    (at 2,000 tunnels the agent pauses its probes for a second or two after the first
+    install). A rate never reached is reported, and the window is measured anyway."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        before, at = far.in_echos(), time.monotonic()
+        time.sleep(1.0)
+        if (far.in_echos() - before) / (time.monotonic() - at) >= 0.95 * n / INTERVAL_S:
+            return round(time.monotonic() - t0, 1)
+    return f"95% of the probe rate not reached within {timeout:g} s"
+
+
 def steady(run: Run, n: int, seconds: float, far: FarCounter) -> dict[str, Any]:
     pid = run.agent.pid
     samples: list[tuple[float, float, float, int, int]] = []
@@ -414,6 +439,7 @@ def steady(run: Run, n: int, seconds: float, far: FarCounter) -> dict[str, Any]:
         "probes_configured_per_s": configured,
         "probes_arriving_per_s": round((e1 - e0) / wall, 1),
         "probes_arriving_min_1s": round(min(per_s), 1) if per_s else None,
+        "probes_arriving_each_s": [round(x) for x in per_s],
         "probes_sent_per_s": round((o1 - o0) / wall, 1),
         "probes_pct": round(100 * (e1 - e0) / wall / configured, 1),
     }
@@ -424,8 +450,8 @@ def scale_case(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     with stand_ins(n, "vtfb") as lab:
         row["stand_ins_built_s"] = round(time.monotonic() - t0, 2)
-        normal = active_standby(lab.pairs, STATICS)
-        failed = active_standby(lab.pairs[1:], STATICS)
+        normal = active_standby(lab.pairs, STATICS, args.standbys)
+        failed = active_standby(lab.pairs[1:], STATICS, args.standbys)
         far = FarCounter(lab)
         try:
             with agent_on(
@@ -440,6 +466,7 @@ def scale_case(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     row["first_install_s"] = round(seen - run.agent.started_at, 2)
                 if "steady" in args.cases:
                     time.sleep(args.settle)
+                    row["rate_reached_s"] = full_rate(far, n, args.timeout)
                     say(f"N={n}: steady window {args.seconds:g} s")
                     row.update(steady(run, n, args.seconds, far))
                 if "cut" in args.cases and seen is not None:
@@ -460,6 +487,7 @@ def scale_case(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                         else f"no exit within {args.timeout:g} s (killed)"
                     )
                     row["exit_status"] = run.agent.exit_status
+                    row["left_behind_after_exit"] = len(run.agent.left_behind)
                 row["log_tail"] = run.agent.tail(5)
         finally:
             far.stop()
@@ -470,8 +498,8 @@ def prefixes_case(count: int, args: argparse.Namespace, tmp: Path) -> dict[str, 
     row: dict[str, Any] = {"prefixes": count, "tunnels": 2}
     nets = [bulk_prefix(i) for i in range(count)]
     with stand_ins(2, "vtfp") as lab:
-        normal = active_standby(lab.pairs, nets)
-        failed = active_standby(lab.pairs[1:], nets)
+        normal = active_standby(lab.pairs, nets, args.standbys)
+        failed = active_standby(lab.pairs[1:], nets, args.standbys)
         with agent_on(
             lab, agent_config(lab.pairs, nets), tmp / f"p{count}", args, normal, failed
         ) as run:
@@ -514,8 +542,8 @@ def burst_case(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"tunnels": n, "burst_prefixes": size}
     learned = [burst_prefix(i) for i in range(size)]
     with stand_ins(n, "vtfg") as lab, far_bird(lab, size, tmp / "bird") as b:
-        normal = active_standby(lab.pairs, STATICS)
-        failed = active_standby(lab.pairs[1:], STATICS)
+        normal = active_standby(lab.pairs, STATICS, args.standbys)
+        failed = active_standby(lab.pairs[1:], STATICS, args.standbys)
         with_burst = failed | via(lab[2], 10, learned)
         cfg = agent_config(lab.pairs, STATICS, bgp_workdir=tmp / "exabgp", exabgp=EXABGP)
         with agent_on(lab, cfg, tmp / "burst", args, normal, failed) as run:
@@ -706,12 +734,22 @@ def main() -> int:
         default=list(DEFAULT_COMMAND),
         help=f"agent command before 'run CONFIG' (default: {' '.join(DEFAULT_COMMAND)})",
     )
+    ap.add_argument(
+        "--standby-routes",
+        default="auto",
+        help="standbys the agent routes via: a number, 'all', or 'auto' (its schema's default)",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep-logs", type=Path, help="copy the agents' logs into this directory")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (namespaces, raw sockets, routes)", file=sys.stderr)
         return 2
+    # Routes go via this many standbys (the agent's default), or via all of them.
+    if args.standby_routes == "auto":
+        args.standbys = standby_routes(args.agent)
+    else:
+        args.standbys = None if args.standby_routes == "all" else int(args.standby_routes)
     date = datetime.now().astimezone()
     json_path = args.json or TOP / "labs/bench/results" / f"agent-scale-{date:%Y-%m-%d}.json"
     results: dict[str, Any] = {
@@ -726,6 +764,7 @@ def main() -> int:
             "fall": FALL,
             "static_prefixes": len(STATICS),
             "link_control": "none",
+            "standby_routes": args.standbys if args.standbys is not None else "all",
             "dampening": False,
             "preempt_hold_down_s": 2,
             "cut": "nft drop of all traffic both ways on the far end of tun1",

@@ -10,6 +10,7 @@ the agent, then whatever it started (a supervised exabgp) if it left any behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from lablib.topology import TOP
 
-__all__ = ["AgentProcess", "LogLine", "descendants", "running_agent"]
+__all__ = ["AgentProcess", "LogLine", "descendants", "running_agent", "standby_routes"]
 
 DEFAULT_COMMAND = (sys.executable, "-m", "agent")
 # `%(asctime)s` of the CLI's log format: local time, milliseconds.
@@ -58,6 +59,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def standby_routes(command: Sequence[str] = DEFAULT_COMMAND) -> int | None:
+    """How many standbys get routes by default, from the agent's own `schema`; None when its
+    config has no `policy.standby_routes` (agents before it routed via every standby)."""
+    out = subprocess.run(
+        [*command, "schema"], cwd=TOP, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    field = json.loads(out)["$defs"]["Policy"]["properties"].get("standby_routes")
+    return None if field is None else int(field["default"])
+
+
 def _kill(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
@@ -84,6 +95,8 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.exit_status: int | None = None
+        # Processes it started that were still there when it had exited (then stopped by us).
+        self.left_behind: list[int] = []
 
     @property
     def pid(self) -> int:
@@ -183,6 +196,7 @@ class AgentProcess:
         else:
             self.exit_status = self.proc.returncode
         # A supervised exabgp is stopped by the agent; one left behind (agent killed) is ours.
+        self.left_behind = [p for p in left_behind if Path(f"/proc/{p}").exists()]
         for pid in left_behind:
             _kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3

@@ -195,11 +195,16 @@ def wait_routes(
         time.sleep(max(0.02, 2 * took))
 
 
-def active_standby(order: Sequence[Pair], prefixes: Iterable[str]) -> RouteSet:
-    """The agent's routes for carrier-first `order`, active-standby: metric 10, then 100+rank."""
+def active_standby(
+    order: Sequence[Pair], prefixes: Iterable[str], standbys: int | None = None
+) -> RouteSet:
+    """The agent's routes for carrier-first `order`, active-standby: metric 10 via the carrier,
+    100 + rank via each of the first `standbys` standbys (None: every one; the agent's
+    `policy.standby_routes`, see agentproc.standby_routes)."""
     nets = tuple(prefixes)
+    ranked = order if standbys is None else order[: 1 + standbys]
     out: set[tuple[str, str, int]] = set()
-    for rank, p in enumerate(order):
+    for rank, p in enumerate(ranked):
         metric = 10 if rank == 0 else 100 + rank - 1
         out |= {(net, p.near_if, metric) for net in nets}
     return frozenset(out)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "labs"))
-from lablib.agentproc import AgentProcess, running_agent
+from lablib.agentproc import AgentProcess, running_agent, standby_routes
 from lablib.standins import (
     RouteSet,
     StandIns,
@@ -115,6 +115,9 @@ def test_a_silent_cut_moves_200_tunnels_routes_and_a_5000_prefix_burst(tmp_path:
     require_root()
     require_tool("bird")
     burst = burst_prefixes()
+    # The agent routes via its first `standbys` standbys (None: all); tun2 must be one.
+    standbys = standby_routes()
+    assert standbys is None or standbys >= 1, "tun2's learned routes need a standby route"
     took: dict[str, float] = {}
     with stand_ins(TUNNELS, "vtft") as lab:
         t1, t2 = lab[1], lab[2]
@@ -132,7 +135,7 @@ def test_a_silent_cut_moves_200_tunnels_routes_and_a_5000_prefix_burst(tmp_path:
             with running_agent(lab.near, cfg, tmp_path / "agent.log") as agent:
                 # tun1 carries (metric 10), the other 199 stand by (100, 101, ...);
                 # what BIRD teaches over tun1 goes via tun1 only.
-                normal = active_standby(lab.pairs, STATICS) | via(t1, 10, FEW)
+                normal = active_standby(lab.pairs, STATICS, standbys) | via(t1, 10, FEW)
                 took["start"] = until_routes(lab, agent, normal, START_S, "routes at start")
                 b.wait_for("sessions", lambda: established(b, "tun1") and established(b, "tun2"))
 
@@ -154,7 +157,7 @@ def test_a_silent_cut_moves_200_tunnels_routes_and_a_5000_prefix_burst(tmp_path:
                 took["decision"] = time.monotonic() - t0
                 # Statics on tun2 at metric 10, the rest one rank up; tun2's burst becomes
                 # the carrier's; what tun1 taught leaves the FIB with tun1.
-                failed = active_standby(lab.pairs[1:], STATICS) | via(t2, 10, burst)
+                failed = active_standby(lab.pairs[1:], STATICS, standbys) | via(t2, 10, burst)
                 moved = until_routes(lab, agent, failed, MOVE_S, "routes after the cut")
                 took["move"] = took["decision"] + moved
                 # Not the hold timer: BIRD still holds the session over the dead tunnel.
