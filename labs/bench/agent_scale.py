@@ -772,8 +772,10 @@ def main() -> int:
         },
         "targets": TARGETS,
     }
-    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so every context cleans up.
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so every context cleans up; SIGINT is set
+    # too, since a shell without job control starts background commands with it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     with tempfile.TemporaryDirectory(prefix="vtf-agent-scale-") as d:
         tmp = Path(d)
         try:
