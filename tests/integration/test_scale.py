@@ -137,7 +137,11 @@ def test_a_silent_cut_moves_200_tunnels_routes_and_a_5000_prefix_burst(tmp_path:
                 # what BIRD teaches over tun1 goes via tun1 only.
                 normal = active_standby(lab.pairs, STATICS, standbys) | via(t1, 10, FEW)
                 took["start"] = until_routes(lab, agent, normal, START_S, "routes at start")
-                b.wait_for("sessions", lambda: established(b, "tun1") and established(b, "tun2"))
+                b.wait_for(
+                    "sessions over tun1 and tun2",
+                    lambda: established(b, "tun1") and established(b, "tun2"),
+                    timeout=START_S,
+                )
 
                 # The burst over tun2's session: installed via tun2, the standby's metric.
                 t0 = time.monotonic()
