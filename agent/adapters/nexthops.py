@@ -10,10 +10,16 @@ pyroute2's `rtmsg` learns RTA_NH_ID (process-wide; see nexthop_wire.extend_rtmsg
 
 (the keyword is `nh_id`, pyroute2's name for RTA_NH_ID; `nhid=` is silently dropped).
 Requests go out with pyroute2's `nlm_request`, which owns sequence numbers and ack
-matching, so these calls pipeline on one socket like `route()` does.
+matching, so concurrent calls on one socket are safe; they are not faster (the kernel does
+each request inside sendmsg; pyroute2's encoding is the cost: labs/bench/nexthop_routes.py).
 
-Netlink errors become our exceptions raised from their cause (ENODEV ->
-InterfaceNotFoundError, EPERM/EACCES -> PermissionDeniedError, others AdapterError).
+The kernel deletes a device's nexthops when it goes admin-down or loses carrier, and a
+group left empty with every route via it, without any RTM_DELNEXTHOP; nothing returns
+on link-up. Move a group off a tunnel before setting its link down; re-read after.
+
+Netlink errors become our exceptions raised from their cause (ENODEV, and the EINVAL the
+kernel gives for an unknown NHA_OIF -> InterfaceNotFoundError; EPERM/EACCES ->
+PermissionDeniedError; others, ENETDOWN for a device that is down too, AdapterError).
 """
 
 from __future__ import annotations
