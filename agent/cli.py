@@ -17,6 +17,7 @@ from pathlib import Path
 from agent import __version__
 from agent.adapters.printer import ActionPrinter
 from agent.config import Config, ConfigError, json_schema, load_config
+from agent.ports import AdapterError
 from agent.replay import ReplayError, read_replay
 from agent.runtime import Adapters, Runtime, VirtualClock, replay
 
@@ -93,7 +94,7 @@ def _load(path: Path) -> Config:
 def _run(args: argparse.Namespace) -> int:
     # Adapters pull in netlink, MQTT and BGP libraries: only `run` needs them, so `check`
     # stays fast and works on a host without them.
-    from agent.wiring import build_live  # noqa: PLC0415
+    from agent.wiring import build_live, kernel_has_nexthops, resolve_host  # noqa: PLC0415
 
     cfg = _load(args.config)
     logging.basicConfig(
@@ -128,13 +129,22 @@ def _run(args: argparse.Namespace) -> int:
             adapters.actuators = [ActionPrinter(sys.stdout, time.monotonic, start)]
         return adapters
 
-    return asyncio.run(Runtime(cfg, build, config_path=args.config).run())
+    try:
+        has_nexthops = asyncio.run(kernel_has_nexthops())
+    except AdapterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def prepare(c: Config) -> Config:
+        return resolve_host(c, nexthop_objects=has_nexthops)
+
+    runtime = Runtime(cfg, build, config_path=args.config, prepare=prepare)
+    return asyncio.run(runtime.run())
 
 
 def _udp_echo(args: argparse.Namespace) -> int:
     # Imported here like the adapters for `run`: check and schema start fast without them.
     from agent.adapters.probes import serve_udp_echo  # noqa: PLC0415
-    from agent.ports import AdapterError  # noqa: PLC0415
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     if not 1 <= args.port <= 65535:

@@ -87,7 +87,12 @@ class Runtime:
         build: Build,
         config_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        prepare: Callable[[Config], Config] = lambda cfg: cfg,
     ) -> None:
+        # What this host makes of a config before the core sees it (e.g. nexthop groups
+        # "auto"): applied to the first config and to every reload.
+        self.prepare = prepare
+        cfg = prepare(cfg)
         self.cfg = cfg
         self.build = build
         self.config_path = config_path
@@ -228,7 +233,7 @@ class Runtime:
             log.warning("SIGHUP: no config file to reload")
             return
         try:
-            cfg = load_config(self.config_path)
+            cfg = self.prepare(load_config(self.config_path))
         except ConfigError as exc:
             for line in exc.lines:
                 log.error("reload refused, keeping the running config: %s", line)

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+from agent.adapters import nexthops
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.links import LinkSource
 from agent.adapters.metrics import MetricsExporter
 from agent.adapters.mqtt import MqttPublisher
 from agent.adapters.mqtt_commands import MqttCommands
-from agent.adapters.netlink import NetlinkActuator
+from agent.adapters.netlink import NetlinkActuator, rtnl_socket
 from agent.adapters.probes import ProbeSource
 from agent.adapters.strongswan import ViciSource
 from agent.adapters.xfrm import XfrmSource
 from agent.config import Config, Source
 from agent.runtime import Adapters
 
-__all__ = ["build_live"]
+__all__ = ["build_live", "resolve_host"]
+
+
+def resolve_host(cfg: Config, *, nexthop_objects: bool) -> Config:
+    """The config as this host runs it: nexthop_groups "auto" becomes true or false."""
+    if cfg.netlink.nexthop_groups != "auto":
+        return cfg
+    netlink = cfg.netlink.model_copy(update={"nexthop_groups": nexthop_objects})
+    return cfg.model_copy(update={"netlink": netlink})
+
+
+async def kernel_has_nexthops() -> bool:
+    """Whether this namespace's kernel has nexthop objects (>= 5.3), asked once at start."""
+    ipr = rtnl_socket()
+    try:
+        return await nexthops.supported(ipr)
+    finally:
+        ipr.close()
 
 
 def build_live(cfg: Config, *, dry_run: bool, previous: Adapters | None = None) -> Adapters:

@@ -225,7 +225,8 @@ class NetlinkSettings(FrozenModel):
     resync_interval_s: Seconds = 30.0
     # Routes point at kernel nexthop groups the agent owns (kernel >= 5.3), so a failover
     # moves every prefix with one group write. auto: when the kernel has nexthop objects.
-    nexthop_groups: Literal["auto", "on", "off"] = "auto"
+    # (true/false, or YAML's on/off, force it.)
+    nexthop_groups: bool | Literal["auto"] = "auto"
 
 
 class Config(FrozenModel):

@@ -28,7 +28,7 @@ class CoreIndex:
     tunnel_on: Mapping[str, str]  # interface -> tunnel name
     table: Mapping[str, int]  # tunnel name -> its routing table
     hop: Mapping[tuple[str, int], NextHop]  # (tunnel name, IP version) -> next hop
-    # Route via nexthop groups ("on" only: the shell resolves "auto" for this kernel).
+    # Route via nexthop groups (true only: the shell resolves "auto" for this kernel).
     groups: bool
     tables: tuple[int, ...]  # every table a tunnel routes in, sorted
     table_tunnels: Mapping[int, tuple[str, ...]]  # table -> its tunnels, in config order
@@ -71,7 +71,7 @@ def index_of(cfg: Config) -> CoreIndex:
         tunnel_on={t.interface: t.name for t in cfg.tunnels},
         table=table,
         hop=hop,
-        groups=cfg.netlink.nexthop_groups == "on",
+        groups=cfg.netlink.nexthop_groups is True,
         tables=tables,
         table_tunnels={n: tuple(t for t, tb in table.items() if tb == n) for n in tables},
     )

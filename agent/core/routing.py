@@ -102,9 +102,10 @@ def prefix_routes(
 ) -> frozenset[Route]:
     """The routes one remote prefix should have now.
 
-    With nexthop groups, a prefix every tunnel of its table has (static, or learned over
-    all of them) routes via that table's slot groups: one route per slot whoever carries,
-    so a failover rewrites groups, never routes. Any other prefix routes via its holders.
+    With nexthop groups, a slot whose group holds only tunnels that have the prefix routes
+    it via the group. A prefix every tunnel of its table has (static, or learned over all
+    of them) is then on the groups whoever carries, so a failover rewrites groups, never
+    routes. A slot with someone who lacks it routes by the holders in it.
     """
     metric = roles.metrics(cfg)
     static = prefix in ix.static_set
@@ -114,15 +115,36 @@ def prefix_routes(
     for table in ix.tables:
         members = ix.table_tunnels[table]
         has = [u for u in members if static or (learnable and prefix in learned.get(u, ()))]
-        if ix.groups and len(has) == len(members):
-            if any(u in metric for u in members):
-                out |= {
-                    Route(prefix, table, slot_metric(cfg, s), (), group_id(ix, table, version, s))
-                    for s in range(_slots(cfg, ix, table))
-                }
-        else:
-            out |= _group(ix, metric, prefix, table, [u for u in has if u in metric])
+        holders = [u for u in has if u in metric]
+        if not ix.groups:
+            out |= _group(ix, metric, prefix, table, holders)
+            continue
+        for slot, inside in enumerate(_slot_members(cfg, ix, metric, table)):
+            m = slot_metric(cfg, slot)
+            if set(inside) <= set(has):
+                out |= {Route(prefix, table, m, (), group_id(ix, table, version, slot))}
+            else:
+                out |= _group(ix, metric, prefix, table, [u for u in holders if metric[u] == m])
     return out
+
+
+def _slot_members(
+    cfg: Config, ix: CoreIndex, metric: Mapping[str, int], table: int
+) -> list[list[str]]:
+    """Each slot's tunnels in a table (none at all when nobody there routes).
+
+    An empty slot (fewer routed standbys than slots) holds the best routed tunnels of its
+    table, so its routes stay and only ever lead somewhere alive.
+    """
+    routed = [u for u in ix.table_tunnels[table] if u in metric]
+    if not routed:
+        return []
+    best = min(metric[u] for u in routed)
+    return [
+        [u for u in routed if metric[u] == slot_metric(cfg, slot)]
+        or [u for u in routed if metric[u] == best]
+        for slot in range(_slots(cfg, ix, table))
+    ]
 
 
 def all_routes(
@@ -161,11 +183,7 @@ def partly_held(ix: CoreIndex, learned: Mapping[str, frozenset[str]]) -> set[str
 
 
 def groups(cfg: Config, ix: CoreIndex, roles: Roles) -> dict[int, tuple[int, tuple[NextHop, ...]]]:
-    """Every slot group of a live table: number -> (IP version, next hops).
-
-    An empty slot (fewer routed standbys than slots) holds the best routed tunnels of its
-    table, so its routes stay and only ever lead somewhere alive.
-    """
+    """Every slot group of a live table: number -> (IP version, next hops)."""
     if not ix.groups:
         return {}
     metric = roles.metrics(cfg)
@@ -173,14 +191,8 @@ def groups(cfg: Config, ix: CoreIndex, roles: Roles) -> dict[int, tuple[int, tup
     if cfg.remote_prefixes.learned_from_bgp:
         versions |= {4, 6}
     out: dict[int, tuple[int, tuple[NextHop, ...]]] = {}
-    for table in sorted(live_tables(ix, roles)):
-        routed = [u for u in ix.table_tunnels[table] if u in metric]
-        best = min(metric[u] for u in routed)
-        for slot in range(_slots(cfg, ix, table)):
-            wanted = slot_metric(cfg, slot)
-            members = [u for u in routed if metric[u] == wanted] or [
-                u for u in routed if metric[u] == best
-            ]
+    for table in ix.tables:
+        for slot, members in enumerate(_slot_members(cfg, ix, metric, table)):
             for version in sorted(versions):
                 hops = tuple(sorted(ix.hop[(u, version)] for u in members))
                 out[group_id(ix, table, version, slot)] = (version, hops)

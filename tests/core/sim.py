@@ -58,7 +58,7 @@ def make_config(
         "site_prefixes": ["10.1.0.0/24", "2001:db8:a::/48"],
         "remote_prefixes": {"static": ["10.2.0.0/24"], "learned_from_bgp": bgp and learned},
         "policy": pol,
-        "netlink": {"nexthop_groups": "on" if groups else "off"},
+        "netlink": {"nexthop_groups": groups},
     }
     if bgp:
         raw["bgp"] = {

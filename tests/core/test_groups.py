@@ -106,24 +106,48 @@ def test_both_down_removes_routes_before_their_groups() -> None:
     assert "remove nexthop group 1" in [str(a) for a in sim.routing()]
 
 
-def test_a_prefix_only_one_tunnel_has_routes_via_that_tunnel_alone() -> None:
-    sim, _router = started()
+def test_a_prefix_some_tunnels_lack_uses_only_the_groups_of_those_that_have_it() -> None:
+    sim, _ = started()
     sim.step(ev.BgpRoutesChanged(tunnel="tun2", announced=("10.5.0.0/24",)))
-    (route,) = sim.of(act.InstallRoute)
-    assert (route.route.group, route.route.nexthops) == (0, (act.NextHop("vti2"),))
-    # Once both have it, it rides the groups like the static prefix.
+    # Only the standby has it: the standby slot's group, no carrier route (tun1 lacks it).
+    assert [str(a) for a in sim.of(act.InstallRoute)] == [
+        "install route 10.5.0.0/24 group 2 metric 100"
+    ]
     sim.step(ev.BgpRoutesChanged(tunnel="tun1", announced=("10.5.0.0/24",)))
-    assert {a.route.group for a in sim.of(act.InstallRoute)} == {1, 2}
-    assert [a.route.nexthops for a in sim.of(act.InstallRoute)] == [(), ()]
+    assert [str(a) for a in sim.of(act.InstallRoute)] == [
+        "install route 10.5.0.0/24 group 1 metric 10"
+    ]
+    # After a failover tun2 carries it; tun1, gone, has nothing more to do with it.
+    sim.step(ev.BgpRoutesChanged(tunnel="tun1", withdrawn=("10.5.0.0/24",)))
+    sim.step(ev.ChildSaDown(tunnel="tun1", at=sim.now))
+    assert {r.group for r in sim.state.asked.by_prefix["10.5.0.0/24"]} == {1, 2}
+    assert sim.state.asked.groups[1] == (4, (act.NextHop("vti2"),))
+
+
+def test_a_slot_with_a_tunnel_that_lacks_the_prefix_routes_by_holder() -> None:
+    sim, _ = started(tunnels=[tunnel(1), tunnel(2), tunnel(3)])
+    sim.bring_up(("tun3",))
+    sim.advance(sim.now + 5)
+    # tun3 (second standby) alone has it: slot 2 holds tun3 itself, so it rides group 3.
+    sim.step(ev.BgpRoutesChanged(tunnel="tun3", announced=("10.6.0.0/24",)))
+    assert [str(a) for a in sim.of(act.InstallRoute)] == [
+        "install route 10.6.0.0/24 group 3 metric 101"
+    ]
+    # tun2 dies: tun3 is the first standby now (slot 1); slot 2, nobody's own, falls
+    # back to the carrier, which lacks the prefix: no route there.
+    sim.step(ev.ChildSaDown(tunnel="tun2", at=sim.now))
+    assert sorted(str(r) for r in sim.state.asked.by_prefix["10.6.0.0/24"]) == [
+        "10.6.0.0/24 group 2 metric 100"
+    ]
 
 
 def test_ipv6_prefixes_get_groups_of_their_own() -> None:
     sim, router = started()
-    sim.step(ev.BgpRoutesChanged(tunnel="tun1", announced=("2001:db8:b::/48",)))
-    sim.step(ev.BgpRoutesChanged(tunnel="tun2", announced=("2001:db8:b::/48",)))
-    for a in sim.last:
-        router.apply(a)
+    for name in ("tun1", "tun2"):
+        for a in sim.step(ev.BgpRoutesChanged(tunnel=name, announced=("2001:db8:b::/48",))):
+            router.apply(a)
     assert router.routes[("2001:db8:b::/48", 254, 10)].group == 129
+    assert router.routes[("2001:db8:b::/48", 254, 100)].group == 130
     assert sim.state.asked.groups[129] == (6, (act.NextHop("vti1"),))
 
 
@@ -132,3 +156,12 @@ def test_a_tunnel_in_its_own_table_has_its_own_groups() -> None:
     # Tables in order (100, 254): table 100's groups are numbered from 1, 254's from 257.
     assert {r.group for r in sim.state.asked.routes if r.table == 100} == {1}
     assert {r.group for r in sim.state.asked.routes if r.table == 254} == {257}
+
+
+def test_a_prefix_only_a_drained_tunnel_had_leaves_the_fib() -> None:
+    sim, _ = started()
+    sim.step(ev.BgpRoutesChanged(tunnel="tun2", announced=("10.7.0.0/24",)))
+    assert "10.7.0.0/24" in sim.state.asked.by_prefix
+    sim.step(ev.AdminDisabled(tunnel="tun2", at=sim.now))
+    assert "10.7.0.0/24" not in sim.state.asked.by_prefix
+    assert "remove route 10.7.0.0/24 group 2 metric 100" in [str(a) for a in sim.routing()]

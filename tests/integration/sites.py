@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.adapters.exabgp import ExaBgpAdapter
 from agent.adapters.links import LinkSource
@@ -104,8 +105,12 @@ def agent_config(
     hold_down_s: float = 3.0,
     dampening: bool = True,
     static: tuple[str, ...] = (STATIC,),
+    nexthop_groups: bool = False,
 ) -> Config:
-    """Active-standby over vti1 (primary) and vti2, SA + link liveness, learned routes on."""
+    """Active-standby over vti1 (primary) and vti2, SA + link liveness, learned routes on.
+
+    Per-route writes unless `nexthop_groups` says otherwise, whatever this kernel has.
+    """
     statics = ", ".join(static)
     tunnels = "".join(
         f"""
@@ -147,6 +152,7 @@ policy:
   # BIRD would then drop the session and hide whether we withdrew. Routes and BGP only.
   link_control: none
   dampening: {{enabled: {"true" if dampening else "false"}}}
+netlink: {{nexthop_groups: {str(nexthop_groups).lower()}}}
 """
     return parse_config(text)
 
@@ -244,7 +250,14 @@ async def running_agent(
 def kernel_routes(ns: str) -> list[tuple[str, str, int]]:
     """The agent's routes in the namespace (its protocol id), as (prefix, device, metric)."""
     got = routes(ns, "proto", PROTO) + routes(ns, "proto", PROTO, family="-6")
-    return sorted((r["dst"], r["dev"], r["metric"]) for r in got)
+    return sorted((r["dst"], _devices(r), r["metric"]) for r in got)
+
+
+def _devices(route: dict[str, Any]) -> str:
+    """The route's device; several (an ECMP route or group) joined by commas."""
+    if "dev" in route:
+        return str(route["dev"])
+    return ",".join(sorted(str(h.get("dev", "?")) for h in route.get("nexthops", []))) or "-"
 
 
 def foreign_routes(ns: str) -> list[tuple[str, str, int]]:

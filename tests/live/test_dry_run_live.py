@@ -97,6 +97,8 @@ policy:
 vici:
   socket: {vici_uri}
   poll_interval_s: 0.5
+# Route lines name their next hops (with groups, a failover is a group line instead).
+netlink: {{nexthop_groups: false}}
 """
 
 
