@@ -116,6 +116,8 @@ class ExaBgpAdapter:
         self._backlog: collections.deque[Event] = collections.deque(maxlen=_BACKLOG)
         self._process: asyncio.subprocess.Process | None = None
         self._restart_now = False
+        # Set by close(): exabgp ending now is our doing, not a crash to restart from.
+        self._closing = False
         self._connected = asyncio.Event()
         self.lines_sent = 0
         self.last_write_at: float | None = None
@@ -211,6 +213,7 @@ class ExaBgpAdapter:
                 async with asyncio.timeout(self._ack_timeout_s):
                     await asyncio.gather(*self._send(session, lines))
         self._desired.clear()
+        self._closing = True
         await self._stop_exabgp()
 
     # -- Source and connection -------------------------------------------------------
@@ -392,6 +395,8 @@ class ExaBgpAdapter:
                 while True:
                     started = self._clock()
                     rc = await self._run_exabgp_once()
+                    if self._closing:
+                        return
                     if self._restart_now:
                         self._restart_now = False
                         delay = _RESTART_MIN_S

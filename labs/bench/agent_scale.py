@@ -451,7 +451,7 @@ def scale_case(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     with stand_ins(n, "vtfb") as lab:
         row["stand_ins_built_s"] = round(time.monotonic() - t0, 2)
         normal = active_standby(lab.pairs, STATICS, args.standbys)
-        failed = active_standby(lab.pairs[1:], STATICS, args.standbys)
+        failed = active_standby(lab.pairs[1:], STATICS, args.standbys, args.groups_over(lab))
         far = FarCounter(lab)
         try:
             with agent_on(
@@ -499,7 +499,7 @@ def prefixes_case(count: int, args: argparse.Namespace, tmp: Path) -> dict[str, 
     nets = [bulk_prefix(i) for i in range(count)]
     with stand_ins(2, "vtfp") as lab:
         normal = active_standby(lab.pairs, nets, args.standbys)
-        failed = active_standby(lab.pairs[1:], nets, args.standbys)
+        failed = active_standby(lab.pairs[1:], nets, args.standbys, args.groups_over(lab))
         with agent_on(
             lab, agent_config(lab.pairs, nets), tmp / f"p{count}", args, normal, failed
         ) as run:
@@ -543,7 +543,7 @@ def burst_case(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     learned = [burst_prefix(i) for i in range(size)]
     with stand_ins(n, "vtfg") as lab, far_bird(lab, size, tmp / "bird") as b:
         normal = active_standby(lab.pairs, STATICS, args.standbys)
-        failed = active_standby(lab.pairs[1:], STATICS, args.standbys)
+        failed = active_standby(lab.pairs[1:], STATICS, args.standbys, args.groups_over(lab))
         with_burst = failed | via(lab[2], 10, learned)
         cfg = agent_config(lab.pairs, STATICS, bgp_workdir=tmp / "exabgp", exabgp=EXABGP)
         with agent_on(lab, cfg, tmp / "burst", args, normal, failed) as run:
@@ -714,6 +714,21 @@ def _interrupt(_sig: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _kernel_has_nexthops() -> bool:
+    """The agent routes via nexthop groups where the kernel has them (nexthop_groups: auto)."""
+    done = subprocess.run(["ip", "nexthop", "show"], check=False, capture_output=True)
+    return done.returncode == 0
+
+
+def _no_groups(_lab: Any) -> int | None:
+    return None
+
+
+def _groups_over(groups: bool) -> Callable[[Any], int | None]:
+    """How many tunnels a stand-in lab's groups span (None: plain routes)."""
+    return (lambda lab: len(lab.pairs)) if groups else _no_groups
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 2000])
@@ -750,6 +765,7 @@ def main() -> int:
         args.standbys = standby_routes(args.agent)
     else:
         args.standbys = None if args.standby_routes == "all" else int(args.standby_routes)
+    args.groups_over = _groups_over(_kernel_has_nexthops())
     date = datetime.now().astimezone()
     json_path = args.json or TOP / "labs/bench/results" / f"agent-scale-{date:%Y-%m-%d}.json"
     results: dict[str, Any] = {
@@ -765,6 +781,7 @@ def main() -> int:
             "static_prefixes": len(STATICS),
             "link_control": "none",
             "standby_routes": args.standbys if args.standbys is not None else "all",
+            "nexthop_groups": args.groups_over is not _no_groups,
             "dampening": False,
             "preempt_hold_down_s": 2,
             "cut": "nft drop of all traffic both ways on the far end of tun1",

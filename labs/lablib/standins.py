@@ -196,13 +196,23 @@ def wait_routes(
 
 
 def active_standby(
-    order: Sequence[Pair], prefixes: Iterable[str], standbys: int | None = None
+    order: Sequence[Pair],
+    prefixes: Iterable[str],
+    standbys: int | None = None,
+    groups_over: int | None = None,
 ) -> RouteSet:
     """The agent's routes for carrier-first `order`, active-standby: metric 10 via the carrier,
     100 + rank via each of the first `standbys` standbys (None: every one; the agent's
-    `policy.standby_routes`, see agentproc.standby_routes)."""
+    `policy.standby_routes`, see agentproc.standby_routes).
+
+    `groups_over`: the agent routes via nexthop groups over this many tunnels in all; it
+    keeps min(1 + standbys, that) slots, and a slot with nobody of its own holds the carrier.
+    """
     nets = tuple(prefixes)
-    ranked = order if standbys is None else order[: 1 + standbys]
+    ranked = list(order if standbys is None else order[: 1 + standbys])
+    if groups_over is not None and order:
+        slots = groups_over if standbys is None else min(1 + standbys, groups_over)
+        ranked += [order[0]] * (slots - len(ranked))
     out: set[tuple[str, str, int]] = set()
     for rank, p in enumerate(ranked):
         metric = 10 if rank == 0 else 100 + rank - 1
