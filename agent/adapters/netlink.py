@@ -120,6 +120,13 @@ class _Entry:
     nhid: int | None = None
 
 
+def _not_ours(route: Route, key: Key) -> AdapterError:
+    return AdapterError(
+        f"route {route}: the kernel already has a route to {key[2]} metric "
+        f"{key[3]} table {key[1]} that is not ours; left untouched"
+    )
+
+
 def _about_groups(action: Action) -> bool:
     return isinstance(action, SetNexthopGroup | RemoveNexthopGroup) or (
         isinstance(action, InstallRoute) and action.route.group != 0
@@ -635,10 +642,7 @@ class NetlinkActuator:
                 self._note_written(key)
                 return
             if code == errno.EEXIST:
-                raise AdapterError(
-                    f"route {route}: the kernel already has a route to {key[2]} metric "
-                    f"{key[3]} table {key[1]} that is not ours; left untouched"
-                ) from exc
+                raise _not_ours(route, key) from exc
             raise
         self._note_written(key)
         self._owned[key] = (
@@ -683,12 +687,8 @@ class NetlinkActuator:
                 "replace" if have else "add", str(route), **self._base(key), nh_id=nhid
             )
         except AdapterError as exc:
-            code = error_code(exc.__cause__) if exc.__cause__ is not None else None
-            if code == errno.EEXIST:
-                raise AdapterError(
-                    f"route {route}: the kernel already has a route to {key[2]} metric "
-                    f"{key[3]} table {key[1]} that is not ours; left untouched"
-                ) from exc
+            if exc.__cause__ is not None and error_code(exc.__cause__) == errno.EEXIST:
+                raise _not_ours(route, key) from exc
             raise
         self._note_written(key)
         self._owned[key] = [_Entry(frozenset(), False, nhid)]
