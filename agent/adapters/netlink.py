@@ -288,13 +288,12 @@ class NetlinkActuator:
                             self._note_index(view.index, view.name, view.present)
                             if view.admin_up and not up.get(view.index, False):
                                 raised = True
-                            if (
-                                self._desired_groups
-                                and not view.oper_up
-                                and working.get(view.index, False)
+                            if self._desired_groups and view.oper_up != working.get(
+                                view.index, view.oper_up
                             ):
-                                # Its nexthops are gone, and any group they emptied with
-                                # its routes: read back and repair.
+                                # Down: its nexthops are gone, and any group they emptied
+                                # with its routes. Up: what could not be rebuilt on a
+                                # device without carrier can be now. Read back and repair.
                                 raised = True
                             up[view.index] = view.admin_up
                             working[view.index] = view.oper_up
@@ -707,7 +706,10 @@ class NetlinkActuator:
                 await self._route("del", label, **self._base(key))
             else:
                 for entry in have:
-                    hop_args = {} if entry.multipath else self._hop_args(next(iter(entry.hops)))
+                    # A multipath route, or one via a nexthop group, is deleted by its
+                    # identity alone; split device routes one hop at a time.
+                    single = not entry.multipath and not entry.nhid and entry.hops
+                    hop_args = self._hop_args(next(iter(entry.hops))) if single else {}
                     await self._route("del", label, **self._base(key), **hop_args)
         except AdapterError as exc:
             if exc.__cause__ is None or error_code(exc.__cause__) != errno.ESRCH:

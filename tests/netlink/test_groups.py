@@ -3,6 +3,8 @@ table; groups and members carry our protocol id, and a restart adopts them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +21,7 @@ from agent.core.actions import (
     SetNexthopGroup,
     SweepRoutes,
 )
+from agent.ports import AdapterError
 from tests.support.netns_links import add_veth, routes
 from tests.support.system import netns, run
 
@@ -172,3 +175,38 @@ async def test_ten_thousand_routes_move_in_one_write(ns: str, actuator: NetlinkA
     took = time.perf_counter() - start
     assert dev_for(ns, "10.139.249.1") == "vti2"
     print(f"10,000 routes moved by one group write in {took * 1000:.2f} ms")
+
+
+async def test_an_ipv6_route_on_a_group_is_removed_cleanly(
+    ns: str, actuator: NetlinkActuator
+) -> None:
+    route = Route("2001:db8:b::/48", 254, 10, (), 129)
+    await actuator.apply([group(129, 6, "vti1", "vti2"), InstallRoute(route)])
+    await actuator.apply([RemoveRoute(route), RemoveNexthopGroup(129)])
+    assert routes(ns, "proto", PROTO, family="-6") == []
+    assert nexthops(ns) == {}
+
+
+async def test_a_group_lost_with_the_carrier_comes_back_with_it(
+    ns: str, actuator: NetlinkActuator
+) -> None:
+    monitor = asyncio.create_task(actuator.run())
+    try:
+        await actuator.apply([group(1, 4, "vti1"), on("10.2.0.0/24", 10, 1)])
+        await asyncio.sleep(0.3)  # the link monitor has read the links
+        run("ip", "-n", ns, "link", "set", "vti1p", "down")  # vti1 loses its carrier
+        assert routes(ns, "proto", PROTO) == []
+        # The core asks again (its tunnel kept its role): nothing can be built on a
+        # device without carrier yet.
+        with contextlib.suppress(AdapterError):
+            await actuator.apply([group(1, 4, "vti1"), on("10.2.0.0/24", 10, 1)])
+        run("ip", "-n", ns, "link", "set", "vti1p", "up")
+        deadline = time.monotonic() + 10
+        while [r.get("nhid") for r in routes(ns, "proto", PROTO)] != [BASE + 1]:
+            assert time.monotonic() < deadline, routes(ns, "proto", PROTO)
+            await asyncio.sleep(0.1)
+        assert dev_for(ns, "10.2.0.9") == "vti1"
+    finally:
+        monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
