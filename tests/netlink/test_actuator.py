@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,28 +12,11 @@ from agent.adapters.netlink import DEFAULT_ROUTE_PROTOCOL, NetlinkActuator
 from agent.core.actions import InstallRoute, NextHop, RemoveRoute, Route, SetLinkDown, SetLinkUp
 from agent.ports import AdapterError, InterfaceNotFoundError
 from tests.support.netns_links import add_veth, link_flags, route_monitor, routes
-from tests.support.system import netns, run
+from tests.support.system import run
 
 pytestmark = pytest.mark.root
 
 PROTO = str(DEFAULT_ROUTE_PROTOCOL)
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    with netns("vtf-nl") as name:
-        add_veth(name, "vti1")
-        add_veth(name, "vti2")
-        yield name
-
-
-@pytest.fixture
-async def actuator(ns: str) -> AsyncIterator[NetlinkActuator]:
-    act = NetlinkActuator(netns=ns)
-    try:
-        yield act
-    finally:
-        await act.close(cleanup=False)
 
 
 @contextlib.asynccontextmanager

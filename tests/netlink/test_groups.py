@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -22,30 +21,13 @@ from agent.core.actions import (
     SweepRoutes,
 )
 from agent.ports import AdapterError
-from tests.support.netns_links import add_veth, routes
-from tests.support.system import netns, run
+from tests.support.netns_links import routes
+from tests.support.system import run
 
 pytestmark = pytest.mark.root
 
 PROTO = str(DEFAULT_ROUTE_PROTOCOL)
 BASE = DEFAULT_ROUTE_PROTOCOL << 20
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    with netns("vtf-nh") as name:
-        add_veth(name, "vti1")
-        add_veth(name, "vti2")
-        yield name
-
-
-@pytest.fixture
-async def actuator(ns: str) -> AsyncIterator[NetlinkActuator]:
-    act = NetlinkActuator(netns=ns)
-    try:
-        yield act
-    finally:
-        await act.close(cleanup=False)
 
 
 def nexthops(ns: str) -> dict[int, dict[str, object]]:
