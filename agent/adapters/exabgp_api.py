@@ -8,10 +8,10 @@ process (`done` / `error` acks and one JSON object per line with `encoder json`)
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from agent.bounded_json import JsonLimitError, loads
 from agent.core.actions import AnnouncePrefix, WithdrawPrefix
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
 
 # The families whose NLRI are plain prefixes; anything else a peer sends is not ours.
 _UNICAST = ("ipv4 unicast", "ipv6 unicast")
+# An UPDATE of 65,535 bytes (RFC 8654) is ~1 MB as ExaBGP's JSON; anything longer is not one.
+MAX_LINE_CHARS = 4 << 20
 
 
 class ApiParseError(ValueError):
@@ -133,15 +135,16 @@ def parse_line(line: str) -> Message:
     if not text.startswith("{"):
         raise ApiParseError(f"not an ack and not JSON: {_short(text)}")
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiParseError(f"bad JSON ({exc.msg}): {_short(text)}") from exc
+        obj = loads(text, max_chars=MAX_LINE_CHARS)
+    except JsonLimitError as exc:
+        raise ApiParseError(f"unreadable JSON ({exc}): {_short(text)}") from None
     if not isinstance(obj, dict):
         raise ApiParseError(f"JSON is not an object: {_short(text)}")
     try:
         return _message(obj)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise ApiParseError(f"unexpected JSON ({exc!r}): {_short(text)}") from exc
+    except Exception as exc:
+        # Whatever a peer or ExaBGP puts in a line, it costs that line, never the agent.
+        raise ApiParseError(f"unexpected JSON ({_short(repr(exc))}): {_short(text)}") from None
 
 
 def _message(obj: dict[str, Any]) -> Message:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import aiomqtt
 
+from agent.adapters.dropped import DroppedMessages, brief
 from agent.adapters.mqtt import QOS, backoff_delay, client_options, describe_failure
 from agent.adapters.mqtt_payloads import Topics, command_from_payload
 from agent.config import MqttSettings
@@ -43,15 +44,24 @@ class MqttCommands:
         self.tunnels = frozenset(tunnels)
         self.topic = Topics.of(settings.topic_prefix, agent_id).cmd
         self.rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
+        self.dropped = DroppedMessages(log, f"mqtt command on {self.topic}")
 
     def translate(self, payload: bytes) -> AdminDisabled | AdminEnabled | None:
+        """The admin event a command asks for; None (and one log line) for anything else."""
+        try:
+            return self._translate(payload)
+        except Exception as exc:  # a publisher must never end the agent
+            self.dropped(payload, exc)
+            return None
+
+    def _translate(self, payload: bytes) -> AdminDisabled | AdminEnabled | None:
         try:
             cmd = command_from_payload(payload)
         except ValueError as exc:
-            log.warning("mqtt: ignored command on %s: %s", self.topic, exc)
+            log.warning("mqtt: ignored command on %s: %s", self.topic, brief(str(exc)))
             return None
         if cmd.tunnel not in self.tunnels:
-            log.warning("mqtt: ignored %s: no tunnel named %r", cmd.action, cmd.tunnel)
+            log.warning("mqtt: ignored %s: no tunnel named %s", cmd.action, brief(repr(cmd.tunnel)))
             return None
         log.info("mqtt: %s %s requested on %s", cmd.action, cmd.tunnel, self.topic)
         if cmd.action == "drain":

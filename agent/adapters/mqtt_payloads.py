@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.bounded_json import JsonLimitError, loads
 from agent.core.actions import PublishAlert, PublishTunnelState
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+# A command is ~50 bytes; a tunnel name at most 64 characters.
+MAX_COMMAND_BYTES = 4096
+MAX_COMMAND_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -164,15 +168,21 @@ class Command:
 def command_from_payload(payload: bytes) -> Command:
     """Parse {"command": "drain"|"undrain", "tunnel": NAME}; ValueError names the problem."""
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
+        data = loads(payload, max_chars=MAX_COMMAND_BYTES, max_depth=MAX_COMMAND_DEPTH)
+    except JsonLimitError as exc:
+        raise ValueError(str(exc)) from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     action = data.get("command")
     tunnel = data.get("tunnel")
-    if action not in {"drain", "undrain"}:
-        raise ValueError(f"command must be drain or undrain, got {action!r}")
+    # Checked as strings first: a list or an object is unhashable in a set lookup.
+    if not isinstance(action, str) or action not in {"drain", "undrain"}:
+        raise ValueError(f"command must be drain or undrain, got {_brief(action)}")
     if not isinstance(tunnel, str) or not tunnel:
-        raise ValueError(f"tunnel must be a tunnel name, got {tunnel!r}")
+        raise ValueError(f"tunnel must be a tunnel name, got {_brief(tunnel)}")
     return Command(action, tunnel)
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import vici
 import vici.exception
 
+from agent.adapters.dropped import DroppedMessages
+from agent.adapters.vici_wire import bounded_session
 from agent.config import Source, Tunnel, ViciSettings
 from agent.core.events import (
     ChildSaDown,
@@ -339,6 +341,7 @@ class ViciSource:
         self.clock = clock
         self.tracker = ViciTracker(self.tunnels)
         self._blind = False
+        self._dropped = DroppedMessages(log, "VICI message")
 
     async def run(self, emit: Emit) -> None:
         """Watch charon until cancelled, reconnecting with jittered backoff."""
@@ -377,9 +380,9 @@ class ViciSource:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         listener = loop.run_in_executor(
-            None, self._listen, vici.Session(events_sock), stop, deliver
+            None, self._listen, bounded_session(events_sock), stop, deliver
         )
-        command = vici.Session(command_sock)
+        command = bounded_session(command_sock)
         poller: asyncio.Task[None] | None = None
         try:
             if self._blind:
@@ -393,7 +396,7 @@ class ViciSource:
                     self._emit_all(emit, self._on_event(a, b, at))
                 elif kind == "snapshot":
                     since, full = b
-                    self._emit_all(emit, self.tracker.on_snapshot(a, at, since=since, full=full))
+                    self._emit_all(emit, self._on_snapshot(a, at, since, full))
                 else:
                     raise ViciUnreachableError(f"{uri}: {a}") from b
         finally:
@@ -409,9 +412,19 @@ class ViciSource:
     def _on_event(self, kind: str, msg: Message, at: float) -> list[Event]:
         try:
             return self.tracker.on_event(kind, msg, at)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except Exception as exc:
             # A message we cannot read must not end the source: the next poll corrects us.
-            log.warning("ignoring malformed VICI %s event: %s", kind, exc)
+            self._dropped((kind, msg), exc)
+            return []
+
+    def _on_snapshot(
+        self, sas: Sequence[Message], at: float, since: int, full: bool
+    ) -> list[Event]:
+        try:
+            return self.tracker.on_snapshot(sas, at, since=since, full=full)
+        except Exception as exc:
+            # Nothing of it applied is better than half: the next poll tries again.
+            self._dropped(("list-sas", sas), exc)
             return []
 
     @staticmethod
@@ -425,7 +438,8 @@ class ViciSource:
             since = self.tracker.seq
             try:
                 sas = await asyncio.to_thread(lambda: list(command.list_sas()))
-            except VICI_ERRORS as exc:
+            except Exception as exc:
+                # charon's socket failing and a packet past our bounds both end the session.
                 deliver(("gone", f"list-sas: {exc}", exc, self.clock()))
                 return
             deliver(("snapshot", sas, (since, full), self.clock()))
@@ -443,7 +457,8 @@ class ViciSource:
                     break
                 if kind is not None:
                     deliver(("event", _text(kind), msg, self.clock()))
-        except VICI_ERRORS as exc:
+        except Exception as exc:
+            # Beyond socket errors, a packet past our bounds: either way the stream is done.
             if not stop.is_set():
                 deliver(("gone", f"event stream: {exc}", exc, self.clock()))
             return

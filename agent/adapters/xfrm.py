@@ -30,6 +30,7 @@ from typing import Any
 
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
 
+from agent.adapters.dropped import DroppedMessages
 from agent.config import Source, Tunnel
 from agent.core.events import (
     ChildSaDown,
@@ -74,6 +75,8 @@ XFRMNLGRP_SA = 3
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 _NLMSG_HDR = struct.Struct("=IHHII")
+# A dump larger than this is not the SAs of any tunnel set we serve; stop reading it.
+MAX_DUMP_SAS = 200_000
 
 _XFRM_NLAS = (
     (6, "XFRMA_SA", "usersa_info"),
@@ -238,7 +241,10 @@ def _messages(buf: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 def decode(buf: bytes) -> list[SaInfo | int]:
-    """Decode a netlink datagram into SAs; bare ints are control types (DONE, FLUSHSA)."""
+    """Decode a netlink datagram into SAs; bare ints are control types (DONE, FLUSHSA).
+
+    Raises only ValueError (not a message we can read) and OSError (the kernel's error).
+    """
     out: list[SaInfo | int] = []
     for kind, data in _messages(buf):
         cls = _CLASSES.get(kind)
@@ -246,22 +252,31 @@ def decode(buf: bytes) -> list[SaInfo | int]:
             if kind in (NLMSG_DONE, XFRM_MSG_FLUSHSA):
                 out.append(kind)
             elif kind == NLMSG_ERROR:
+                if len(data) < _NLMSG_HDR.size + 4:
+                    raise ValueError("truncated netlink error message")
                 (code,) = struct.unpack_from("=i", data, _NLMSG_HDR.size)
                 if code:
                     raise OSError(-code, f"XFRM netlink: {errno.errorcode.get(-code, code)}")
             continue
-        msg = cls(data)
-        msg.decode()
-        if kind == XFRM_MSG_DELSA:
-            inner = msg.get_attr("XFRMA_SA")
-            if inner is None:
-                continue
-            out.append(_sa_from(kind, inner, msg))
-        elif kind == XFRM_MSG_EXPIRE:
-            out.append(_sa_from(kind, msg, msg, hard=bool(msg["hard"])))
-        else:
-            out.append(_sa_from(kind, msg, msg))
+        try:
+            sa = _decode_sa(cls, kind, data)
+        except Exception as exc:
+            # pyroute2's codec raises whatever its field reader meets; to us it is one kind.
+            raise ValueError(f"undecodable XFRM message type {kind}: {exc!r}") from exc
+        if sa is not None:
+            out.append(sa)
     return out
+
+
+def _decode_sa(cls: type[nlmsg], kind: int, data: bytes) -> SaInfo | None:
+    msg = cls(data)
+    msg.decode()
+    if kind == XFRM_MSG_DELSA:
+        inner = msg.get_attr("XFRMA_SA")
+        return None if inner is None else _sa_from(kind, inner, msg)
+    if kind == XFRM_MSG_EXPIRE:
+        return _sa_from(kind, msg, msg, hard=bool(msg["hard"]))
+    return _sa_from(kind, msg, msg)
 
 
 def dump_request(seq: int) -> bytes:
@@ -390,6 +405,7 @@ class XfrmSource:
         self.clock = clock
         self.tracker = XfrmTracker(self.tunnels)
         self._blind = False
+        self._dropped = DroppedMessages(log, "XFRM message")
 
     async def run(self, emit: Emit) -> None:
         while True:
@@ -435,16 +451,16 @@ class XfrmSource:
 
     def _translate(self, buf: bytes, at: float) -> list[Event]:
         try:
-            decoded = decode(buf)
-        except (ValueError, OSError, struct.error) as exc:
-            log.warning("ignoring an undecodable XFRM message: %s", exc)
+            out: list[Event] = []
+            for item in decode(buf):
+                if isinstance(item, SaInfo):
+                    out.extend(self.tracker.on_event(item, at))
+                elif item == XFRM_MSG_FLUSHSA:
+                    out.extend(self.tracker.on_flush(at))
+        except Exception as exc:
+            # One datagram we cannot read costs that datagram; the next dump corrects us.
+            self._dropped(buf, exc)
             return []
-        out: list[Event] = []
-        for item in decoded:
-            if isinstance(item, SaInfo):
-                out.extend(self.tracker.on_event(item, at))
-            elif item == XFRM_MSG_FLUSHSA:
-                out.extend(self.tracker.on_flush(at))
         return out
 
     async def _poll(self, emit: Emit) -> None:
@@ -469,8 +485,12 @@ class XfrmSource:
                 sas.extend(i for i in items if isinstance(i, SaInfo))
                 if NLMSG_DONE in items:
                     return sas
+                if len(sas) > MAX_DUMP_SAS:
+                    raise AdapterError(f"XFRM dump: more than {MAX_DUMP_SAS} SAs")
         except OSError as exc:
             raise AdapterError(f"XFRM dump: {exc.strerror or exc}") from exc
+        except (ValueError, struct.error) as exc:
+            raise AdapterError(f"XFRM dump: undecodable answer: {exc}") from exc
         finally:
             sock.close()
 
