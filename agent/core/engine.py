@@ -23,6 +23,7 @@ from agent.core import policy as pol
 from agent.core import routing
 from agent.core.diff import diff, route_actions
 from agent.core.index import index_of, rules_for
+from agent.core.kernel import forget_link, lose_nexthops
 from agent.core.reports import alert, carrier_alert, tunnel_reports
 from agent.core.routing import Desired, Roles
 from agent.core.state import CoreState
@@ -117,56 +118,6 @@ def _echo(state: CoreState, event: ev.LinkChanged) -> bool:
     )
 
 
-def _forget_link(asked: Desired, cfg: Config, name: str) -> Desired:
-    """An interface that reappeared lost its routes, nexthops and admin state: ask again.
-
-    The kernel deletes a vanished device's nexthop objects, and a group left empty goes
-    with every route on it: such groups and their routes are asked for again too.
-    """
-    iface = cfg.tunnel(name).interface
-    lost = {
-        g for g, (_, hops) in asked.groups.items() if any(h.interface == iface for h in hops)
-    }
-    by_prefix = {}
-    for prefix, routes in asked.by_prefix.items():
-        kept = frozenset(
-            r
-            for r in routes
-            if r.group not in lost and all(h.interface != iface for h in r.nexthops)
-        )
-        if kept:
-            by_prefix[prefix] = kept
-    return replace(
-        asked,
-        links={n: up for n, up in asked.links.items() if n != name},
-        by_prefix=by_prefix,
-        groups={g: v for g, v in asked.groups.items() if g not in lost},
-    )
-
-
-def _lose_nexthops(asked: Desired, iface: str) -> Desired:
-    """What the kernel did to our groups when a device went down or away.
-
-    It deletes the device's nexthop objects: each group loses that member, and a group
-    left empty is deleted with every route on it. Those are asked for again.
-    """
-    groups = {}
-    for g, (version, hops) in asked.groups.items():
-        kept = tuple(h for h in hops if h.interface != iface)
-        if kept:
-            groups[g] = (version, kept)
-    if len(groups) == len(asked.groups) and all(
-        groups[g] == v for g, v in asked.groups.items()
-    ):
-        return asked
-    by_prefix = {}
-    for prefix, routes in asked.by_prefix.items():
-        kept_routes = frozenset(r for r in routes if not r.group or r.group in groups)
-        if kept_routes:
-            by_prefix[prefix] = kept_routes
-    return replace(asked, by_prefix=by_prefix, groups=groups)
-
-
 def _same_view(a: hl.TunnelHealth, b: hl.TunnelHealth) -> bool:
     """Nothing any decision or report reads has changed (probe counters may have)."""
     return a.state is b.state and a.since == b.since and a.reason == b.reason and a.sa is b.sa
@@ -221,12 +172,12 @@ def _observe(
             rethink = event.family not in state.swept
         if isinstance(event, ev.LinkChanged) and event.present and not was.link_present:
             tables = replace(
-                tables, asked=_forget_link(state.asked, state.cfg, name), routes_for=None
+                tables, asked=forget_link(state.asked, state.cfg, name), routes_for=None
             )
         elif isinstance(event, ev.LinkChanged) and not (
             event.present and event.admin_up and event.oper_up
         ):
-            asked = _lose_nexthops(state.asked, state.cfg.tunnel(name).interface)
+            asked = lose_nexthops(state.asked, state.cfg.tunnel(name).interface)
             if asked is not state.asked:
                 tables = replace(tables, asked=asked, routes_for=None)
         h = hl.judge(hl.observe(was, event, rules, now), rules, now)
@@ -287,6 +238,10 @@ def _usable(state: CoreState) -> list[str]:
     ]
 
 
+def _suppressed(state: CoreState) -> frozenset[str]:
+    return frozenset(n for n, d in state.damping.items() if damp.is_suppressed(d))
+
+
 def _update_damping(
     state: CoreState, before: Mapping[str, hl.TunnelHealth], now: float
 ) -> dict[str, damp.DampState]:
@@ -322,9 +277,12 @@ def _decide(
             # Before first evidence, say nothing: the kernel keeps what it has (no restart flap).
             state, reports = tunnel_reports(state, None, _changed_health(prior, state, before))
             return _with_deadlines(state, now, usable), reports
-        state = replace(state, settled=True)
+        state = replace(state, settled=True, settled_at=now)
     pool = pol.ranked(cfg, usable, state.health)
-    chosen = pol.choose_carriers(cfg, pool, state.health, usable_since, state.carriers, now)
+    seasoned = pol.proven(cfg, usable, usable_since, state.settled_at, now)
+    chosen = pol.choose_carriers(
+        cfg, pool, state.health, usable_since, seasoned, state.carriers, now
+    )
     both_down = not chosen
     carriers = chosen
     if both_down and cfg.policy.both_down is BothDown.KEEP_LAST:
@@ -333,7 +291,7 @@ def _decide(
             c for c in state.carriers if state.health[c].state is not hl.Health.ADMIN_DOWN
         )
     alerts = _alerts(state, usable, chosen, both_down, before, now)
-    standbys = () if both_down else tuple(n for n in pool if n not in carriers)
+    standbys = () if both_down else pol.choose_standbys(pool, carriers, seasoned)
     roles = Roles(carriers, standbys[: cfg.policy.standby_routes])
     announce = Roles(carriers, standbys)
     by_prefix, prefixes = _routes(state, roles)
@@ -343,7 +301,7 @@ def _decide(
         else routing.announcements(cfg, carriers, standbys)
     )
     desired = Desired(
-        links=pol.desired_links(cfg, state.health, now, carriers),
+        links=pol.desired_links(cfg, state.health, now, carriers, _suppressed(state)),
         by_prefix=by_prefix,
         groups=routing.groups(cfg, state.ix, roles),
         announcements=announcements,
@@ -487,7 +445,9 @@ def _with_deadlines(state: CoreState, now: float, usable: list[str] | None = Non
     if usable is None:
         usable = _usable(state)
     times += pol.pending_preemptions(cfg, usable, state.health, state.usable_since, state.carriers)
-    times += pol.probation_deadlines(cfg, state.health, now)
+    if state.settled:
+        times += pol.proving_deadlines(cfg, usable, state.usable_since, state.settled_at, now)
+    times += pol.probation_deadlines(cfg, state.health, now, _suppressed(state))
     for d in state.damping.values():
         at = damp.reuse_at(d, cfg.policy.dampening)
         if at is not None:

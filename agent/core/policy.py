@@ -6,17 +6,21 @@ choice into routes and announcements.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from agent.config import Config, LinkControl, PolicyMode, Tunnel, TunnelKind
 from agent.core.health import Health, SaView, TunnelHealth
 
 __all__ = [
     "choose_carriers",
+    "choose_standbys",
     "desired_links",
     "pending_preemptions",
     "preference",
     "probation_deadlines",
+    "proven",
+    "proven_at",
+    "proving_deadlines",
     "ranked",
     "ready_at",
 ]
@@ -46,15 +50,57 @@ def ready_at(
     return max(usable_since[name], health[name].since) + cfg.policy.preempt_hold_down_s
 
 
+def proven_at(
+    cfg: Config, name: str, usable_since: Mapping[str, float], settled_at: float
+) -> float:
+    """When a usable tunnel has earned a role besides stand-in: usable without a break for
+    the preempt hold-down.
+
+    A tunnel usable at the agent's first decision lost nothing since it started, so it
+    counts as proven from then (a restart must not strip every standby of its routes).
+    """
+    since = usable_since[name]
+    return since if since <= settled_at else since + cfg.policy.preempt_hold_down_s
+
+
+def proven(
+    cfg: Config,
+    usable: Iterable[str],
+    usable_since: Mapping[str, float],
+    settled_at: float,
+    now: float,
+) -> frozenset[str]:
+    """Usable tunnels past their proving time (see proven_at)."""
+    return frozenset(n for n in usable if now >= proven_at(cfg, n, usable_since, settled_at))
+
+
+def proving_deadlines(
+    cfg: Config,
+    usable: Iterable[str],
+    usable_since: Mapping[str, float],
+    settled_at: float,
+    now: float,
+) -> list[float]:
+    """When a tunnel on its way back becomes proven (it may take a standby role then)."""
+    times = (proven_at(cfg, n, usable_since, settled_at) for n in usable)
+    return [t for t in times if t > now]
+
+
 def choose_carriers(
     cfg: Config,
     pool: Sequence[str],
     health: Mapping[str, TunnelHealth],
     usable_since: Mapping[str, float],
+    seasoned: Collection[str],
     current: tuple[str, ...],
     now: float,
 ) -> tuple[str, ...]:
-    """Which usable tunnels (`pool`, best first) carry traffic now; () when none is usable."""
+    """Which usable tunnels (`pool`, best first) carry traffic now; () when none is usable.
+
+    `seasoned`: the proven tunnels of the pool. A tunnel back from DOWN carries only as a
+    stand-in (nothing proven is usable) until it is proven: flapping evidence must not move
+    traffic, and a tunnel that keeps failing never is.
+    """
     if not pool:
         return ()
 
@@ -63,21 +109,41 @@ def choose_carriers(
         # that deadline always finds the hold-down over (no float rounding gap).
         return now >= ready_at(cfg, name, health, usable_since)
 
+    def target(names: Sequence[str]) -> str:
+        # Where a failover goes: the best proven tunnel, else the best at all (an unproven
+        # tunnel beats no tunnel; a preemption to a proven one follows after its hold-down).
+        return next((n for n in names if n in seasoned), names[0])
+
     if cfg.policy.mode is PolicyMode.ACTIVE_ACTIVE:
         clean = [n for n in pool if health[n].state is Health.UP]
         tier = clean or pool
         staying = [n for n in tier if n in current or held(n)]
-        return tuple(sorted(staying or tier))
-    best = pool[0]
+        return tuple(sorted(staying or [n for n in tier if n in seasoned] or tier))
     keep = current[0] if current and current[0] in pool else None
-    if keep is None or keep == best:
-        return (best,)
-    if health[keep].state is Health.DEGRADED and health[best].state is Health.UP:
+    if keep is None:
+        return (target(pool),)
+    if health[keep].state is Health.DEGRADED and health[pool[0]].state is Health.UP:
         # Leaving a lossy carrier for a clean one is a failover, not a preemption.
-        return (best,)
-    if cfg.policy.preempt and held(best):
-        return (best,)
+        return (target([n for n in pool if health[n].state is Health.UP]),)
+    if cfg.policy.preempt:
+        # Preempt to the best tunnel better than the carrier that is past its hold-down,
+        # not only to the best one: with tun1 > tun2 > tun3 and traffic on tun3, tun2
+        # takes it once its hold-down ends, and tun1 takes it from tun2 after its own.
+        better = pool[: pool.index(keep)]
+        return (next((n for n in better if held(n)), keep),)
     return (keep,)
+
+
+def choose_standbys(
+    pool: Sequence[str], carriers: tuple[str, ...], seasoned: Collection[str]
+) -> tuple[str, ...]:
+    """The usable tunnels that stand by (best first): the proven ones only.
+
+    A tunnel back from DOWN gets no route and no announcement at all, not even standby
+    ones, until it is proven: at 0.5 Hz flapping a standby role given on every rise and
+    taken on every fall cost four route and BGP changes a cycle for no traffic at all.
+    """
+    return tuple(n for n in pool if n not in carriers and n in seasoned)
 
 
 def pending_preemptions(
@@ -105,6 +171,7 @@ def desired_links(
     health: Mapping[str, TunnelHealth],
     now: float,
     carrying: Iterable[str] = (),
+    suppressed: Collection[str] = (),
 ) -> dict[str, bool]:
     """Admin state per toggleable tunnel; a tunnel whose routes are kept stays up.
 
@@ -128,20 +195,34 @@ def desired_links(
             links[t.name] = False
         elif mode is LinkControl.DOWN:
             # SA still there (or unknown): hold the link down, then raise it for probation.
-            links[t.name] = now >= h.since + cfg.policy.probation_after_s
+            # A tunnel dampening suppresses is raised only once it is reusable: testing it
+            # sooner cannot give it traffic, and each test of a flapping path took its link
+            # and its BGP session down again (10 s probation > a 9 s hold time).
+            links[t.name] = t.name not in suppressed and now >= _probation_at(cfg, h)
         else:
             links[t.name] = True
     return links
 
 
-def probation_deadlines(cfg: Config, health: Mapping[str, TunnelHealth], now: float) -> list[float]:
+def _probation_at(cfg: Config, h: TunnelHealth) -> float:
+    return h.since + cfg.policy.probation_after_s
+
+
+def probation_deadlines(
+    cfg: Config,
+    health: Mapping[str, TunnelHealth],
+    now: float,
+    suppressed: Collection[str] = (),
+) -> list[float]:
+    """When a held-down link is raised for probation (a suppressed one: at its reuse time,
+    which dampening asks for)."""
     if cfg.policy.link_control is not LinkControl.DOWN:
         return []
     out = []
     for t in cfg.tunnels:
         h = health[t.name]
-        if h.state is Health.DOWN and h.sa is not SaView.DOWN:
-            deadline = h.since + cfg.policy.probation_after_s
+        if h.state is Health.DOWN and h.sa is not SaView.DOWN and t.name not in suppressed:
+            deadline = _probation_at(cfg, h)
             if deadline > now:
                 out.append(deadline)
     return out

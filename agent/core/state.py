@@ -22,6 +22,9 @@ class CoreState:
     started_at: float
     settle_by: float
     settled: bool = False
+    # When the first decision was made (meaningful once settled): a tunnel usable since
+    # then counts as proven (policy.proven_at).
+    settled_at: float = 0.0
     health: Mapping[str, hl.TunnelHealth] = field(default_factory=dict)
     damping: Mapping[str, damp.DampState] = field(default_factory=dict)
     # When each tunnel last became usable (eligible and not suppressed).

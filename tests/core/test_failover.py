@@ -141,9 +141,13 @@ def test_no_preempt_keeps_the_backup() -> None:
     sim.step(ev.ChildSaDown(tunnel="tun1", at=sim.now))
     sim.step(ev.ChildSaUp(tunnel="tun1", at=sim.now))
     sim.probes("tun1", 3)
-    assert next_deadline(sim.state, sim.now) is None
+    back = sim.now
+    # The only deadline left is when tun1 has proven itself: it stands by then, no more.
+    assert next_deadline(sim.state, sim.now) == back + 30
     sim.advance(sim.now + 1000)
     assert sim.state.carriers == ("tun2",)
+    assert sim.state.reported["tun1"].metric == 100
+    assert next_deadline(sim.state, sim.now) is None
 
 
 def test_a_degraded_blip_restarts_the_hold_down() -> None:

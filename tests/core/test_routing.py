@@ -148,7 +148,8 @@ def test_active_active_rejoin_waits_for_the_hold_down() -> None:
     sim.probes("tun2", 3)
     back = sim.now
     assert sim.state.carriers == ("tun1",)
-    assert routes_for(sim, REMOTE) == {10: {"vti1"}, 100: {"vti2"}}
+    # On its way back tun2 has no route at all, not even a standby one, until proven.
+    assert routes_for(sim, REMOTE) == {10: {"vti1"}}
     sim.advance(back + 30)
     assert sim.state.carriers == ("tun1", "tun2")
     assert routes_for(sim, REMOTE) == {10: {"vti1", "vti2"}}
@@ -487,7 +488,7 @@ def test_a_standing_in_carrier_beats_the_dead_tunnels_stale_route() -> None:
     assert _meds(sim) == {"tun2": 99}
     sim.step(ev.ChildSaUp(tunnel="tun1"))
     sim.probes("tun1", 3)
-    assert _meds(sim) == {"tun1": 200, "tun2": 99}  # tun1 back as standby, hold-down runs
+    assert _meds(sim) == {"tun2": 99}  # tun1 back, unproven: nothing announced over it yet
     sim.advance(sim.now + sim.cfg.policy.preempt_hold_down_s)
     assert sim.state.carriers == ("tun1",)
     assert _meds(sim) == {"tun1": 100, "tun2": 200}

@@ -133,6 +133,8 @@ def test_dry_run_lines() -> None:
 
 def test_state_lines_name_the_role() -> None:
     sim = started()
+    assert str(sim.state.reported["tun2"]) == "state tun2: UP sa=up standby (3 probes answered)"
+    assert sim.state.reported["tun2"].metric == 100
     sim.step(ev.ChildSaDown(tunnel="tun1"))
     rendered = {r.tunnel: str(r) for r in sim.state.reported.values()}
     assert rendered == {
@@ -141,8 +143,9 @@ def test_state_lines_name_the_role() -> None:
     }
     sim.step(ev.ChildSaUp(tunnel="tun1"))
     sim.probes("tun1", 3)
-    assert str(sim.state.reported["tun1"]) == "state tun1: UP sa=up standby (3 probes answered)"
-    assert sim.state.reported["tun1"].metric == 100
+    # Back, but not proven yet (see policy.choose_standbys): no role at all.
+    assert str(sim.state.reported["tun1"]) == "state tun1: UP sa=up idle (3 probes answered)"
+    assert sim.state.reported["tun1"].metric is None
 
 
 def test_losses_during_an_outage_do_not_degrade_the_repaired_tunnel() -> None:
