@@ -9,15 +9,18 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent import __version__
 from agent.adapters.printer import ActionPrinter
 from agent.config import Config, ConfigError, json_schema, load_config
+from agent.instance_lock import InstanceLock, LockError
 from agent.ports import AdapterError
+from agent.privileges import effective_capabilities, missing
 from agent.replay import ReplayError, read_replay
 from agent.runtime import Adapters, Runtime, VirtualClock, replay
 
@@ -110,13 +113,27 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         # A replay never touches the system: its actions are printed, as with --dry-run.
         clock = VirtualClock()
-        asyncio.run(replay(cfg, events, [ActionPrinter(sys.stdout, clock)], clock))
-        return 0
+
+        def play() -> int:
+            asyncio.run(replay(cfg, events, [ActionPrinter(sys.stdout, clock)], clock))
+            return 0
+
+        return _to_stdout(play)
     if args.dry_run and cfg.exabgp.mode == "process" and cfg.bgp is not None:
         print(
             "error: --dry-run prints on stdout, which is ExaBGP's API in exabgp.mode: process",
             file=sys.stderr,
         )
+        return EXIT_USAGE
+    refusal = missing(cfg, dry_run=args.dry_run, capabilities=effective_capabilities())
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_USAGE
+    lock = InstanceLock(cfg.agent_id)
+    try:
+        lock.acquire()
+    except LockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     start = time.monotonic()
 
@@ -139,7 +156,30 @@ def _run(args: argparse.Namespace) -> int:
         return resolve_host(c, nexthop_objects=has_nexthops)
 
     runtime = Runtime(cfg, build, config_path=args.config, prepare=prepare)
+    if args.dry_run:
+        return _to_stdout(lambda: asyncio.run(runtime.run()))
     return asyncio.run(runtime.run())
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def _to_stdout(body: Callable[[], int]) -> int:
+    """Run a command printing on stdout; a reader that had enough (`| head`) ends it quietly."""
+    try:
+        status = body()
+        sys.stdout.flush()
+    except BaseException as exc:
+        if not _broken_pipe(exc):
+            raise
+        # Python flushes stdout again at exit and would complain there: point it elsewhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return status
 
 
 def _udp_echo(args: argparse.Namespace) -> int:

@@ -7,11 +7,14 @@ from the start, non-decreasing. Blank lines and lines starting with # are skippe
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agent.bounded_json import JsonLimitError, loads
 from agent.core import events as ev
 
 __all__ = [
@@ -28,6 +31,13 @@ EVENT_TYPES: dict[str, type[ev.Event]] = {
     for cls in vars(ev).values()
     if isinstance(cls, type) and issubclass(cls, ev.Event) and cls is not ev.Event
 }
+
+
+# A day of events from a thousand tunnels fits; a replay is read whole before it starts.
+MAX_FILE_BYTES = 256 << 20
+MAX_LINE_CHARS = 64 << 10
+# A year: beyond it, float seconds lose the millisecond the core works in.
+MAX_TIME_S = 366 * 86400.0
 
 
 class ReplayError(Exception):
@@ -52,10 +62,10 @@ def _check_type(name: str, value: Any, annotation: str) -> Any:
     if types is None:
         return value
     if isinstance(value, bool) and annotation in ("float", "int"):
-        raise ReplayError(f"field {name!r} must be a number, got {value!r}")
+        raise ReplayError(f"field {name!r} must be a number, got {_brief(value)}")
     ok = isinstance(value, types)
     if not ok:
-        raise ReplayError(f"field {name!r} must be {annotation}, got {value!r}")
+        raise ReplayError(f"field {name!r} must be {annotation}, got {_brief(value)}")
     raw: Any = value
     if annotation == "tuple[str, ...]":
         return tuple(str(v) for v in raw)
@@ -68,7 +78,7 @@ def event_from_dict(data: dict[str, Any]) -> ev.Event:
     name = data.get("event")
     if not isinstance(name, str) or name not in EVENT_TYPES:
         known = ", ".join(sorted(EVENT_TYPES))
-        raise ReplayError(f"unknown event {name!r} (known: {known})")
+        raise ReplayError(f"unknown event {_brief(repr(name))} (known: {known})")
     cls = EVENT_TYPES[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -76,7 +86,7 @@ def event_from_dict(data: dict[str, Any]) -> ev.Event:
         if key in ("event", "t"):
             continue
         if key not in fields:
-            raise ReplayError(f"{name} has no field {key!r}")
+            raise ReplayError(f"{name} has no field {_brief(repr(key))}")
         kwargs[key] = _check_type(key, value, str(fields[key].type))
     missing = [
         f.name
@@ -100,10 +110,31 @@ def event_to_dict(event: ev.Event) -> dict[str, Any]:
 
 def read_replay(path: Path) -> list[TimedEvent]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReplayError(f"{path}: cannot read: {exc}") from None
+        text = _read_bounded(path).decode("utf-8")
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ReplayError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return list(_parse(text, str(path)))
+
+
+def _read_bounded(path: Path) -> bytes:
+    """A regular file or a pipe (`--replay <(...)`), up to MAX_FILE_BYTES; nothing else."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ReplayError(f"{path}: not a regular file or a pipe")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise ReplayError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _parse(text: str, source: str) -> Iterator[TimedEvent]:
@@ -113,14 +144,22 @@ def _parse(text: str, source: str) -> Iterator[TimedEvent]:
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ReplayError(f"{source}:{number}: not JSON: {exc.msg}") from None
+            data = loads(stripped, max_chars=MAX_LINE_CHARS)
+        except JsonLimitError as exc:
+            raise ReplayError(f"{source}:{number}: {exc}") from None
         if not isinstance(data, dict):
             raise ReplayError(f"{source}:{number}: each line must be a JSON object")
         t = data.get("t")
-        if isinstance(t, bool) or not isinstance(t, int | float) or t < 0:
-            raise ReplayError(f"{source}:{number}: 't' must be seconds >= 0, got {t!r}")
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, int | float)
+            or not math.isfinite(t)
+            or not 0 <= t <= MAX_TIME_S
+        ):
+            raise ReplayError(
+                f"{source}:{number}: 't' must be seconds >= 0 (at most {MAX_TIME_S:.0f}), "
+                f"got {_brief(t)}"
+            )
         if t < last:
             raise ReplayError(f"{source}:{number}: 't' goes back in time ({t} < {last})")
         last = float(t)
@@ -128,8 +167,13 @@ def _parse(text: str, source: str) -> Iterator[TimedEvent]:
             event = event_from_dict(data)
         except ReplayError as exc:
             raise ReplayError(f"{source}:{number}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise ReplayError(f"{source}:{number}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ReplayError(f"{source}:{number}: {_brief(str(exc))}") from None
         if not event.at:
             event = dataclasses.replace(event, at=float(t))
         yield TimedEvent(float(t), event)
+
+
+def _brief(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,4 +1,4 @@
-"""Suite-wide rules: under CI=true a skipped test is a failed test."""
+"""Suite-wide rules: under CI=true a skipped test is a failed test; agents lock in a tmp dir."""
 
 from __future__ import annotations
 
@@ -23,3 +23,19 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, which counts as a failure: {reason}"
     del item, call
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Generator[None, None, None]:
+    """Agents started by this test run lock their agent_id here, not in /run/vti-failover.
+
+    One run of the suite starts agents one after another, but two runs (or a benchmark) on
+    one host must not refuse each other's agents of the same agent_id.
+    """
+    saved = os.environ.get("VTI_FAILOVER_LOCK_DIR")
+    os.environ["VTI_FAILOVER_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
+    yield
+    if saved is None:
+        os.environ.pop("VTI_FAILOVER_LOCK_DIR", None)
+    else:
+        os.environ["VTI_FAILOVER_LOCK_DIR"] = saved
