@@ -86,6 +86,7 @@ def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, l
         usable_since={n: s for n, s in state.usable_since.items() if n in health},
         learned={n: p for n, p in state.learned.items() if n in health},
         carriers=tuple(c for c in state.carriers if c in health),
+        standbys=tuple(s for s in state.standbys if s in health),
         reported={n: r for n, r in state.reported.items() if n in health},
         # Tunnels that vanished from the config must still be undone: `asked` stays as it
         # was, so the diff removes their routes and gives back the links held down.
@@ -291,7 +292,11 @@ def _decide(
             c for c in state.carriers if state.health[c].state is not hl.Health.ADMIN_DOWN
         )
     alerts = _alerts(state, usable, chosen, both_down, before, now)
-    standbys = () if both_down else pol.choose_standbys(pool, carriers, seasoned)
+    standbys = (
+        ()
+        if both_down
+        else pol.choose_standbys(pool, carriers, seasoned, state.health, state.standbys)
+    )
     roles = Roles(carriers, standbys[: cfg.policy.standby_routes])
     announce = Roles(carriers, standbys)
     by_prefix, prefixes = _routes(state, roles)
@@ -310,6 +315,7 @@ def _decide(
     state = replace(
         state,
         carriers=carriers,
+        standbys=standbys,
         both_down=both_down,
         asked=desired,
         routes_for=roles,

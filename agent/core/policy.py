@@ -135,15 +135,27 @@ def choose_carriers(
 
 
 def choose_standbys(
-    pool: Sequence[str], carriers: tuple[str, ...], seasoned: Collection[str]
+    pool: Sequence[str],
+    carriers: tuple[str, ...],
+    seasoned: Collection[str],
+    health: Mapping[str, TunnelHealth],
+    standing: Collection[str],
 ) -> tuple[str, ...]:
-    """The usable tunnels that stand by (best first): the proven ones only.
+    """The usable tunnels that stand by (best first): proven ones that are clean, or that
+    stood by already (`standing`).
 
     A tunnel back from DOWN gets no route and no announcement at all, not even standby
     ones, until it is proven: at 0.5 Hz flapping a standby role given on every rise and
     taken on every fall cost four route and BGP changes a cycle for no traffic at all.
+    A lossy tunnel gains no role either (a carrier that degrades is not made a standby, as
+    it would lose that role again when its loss takes it DOWN), but a standby that turns
+    lossy keeps its routes, ranked last, rather than churn them on every RTT blip.
     """
-    return tuple(n for n in pool if n not in carriers and n in seasoned)
+    return tuple(
+        n
+        for n in pool
+        if n not in carriers and n in seasoned and (health[n].state is Health.UP or n in standing)
+    )
 
 
 def pending_preemptions(

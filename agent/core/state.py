@@ -30,6 +30,8 @@ class CoreState:
     # When each tunnel last became usable (eligible and not suppressed).
     usable_since: Mapping[str, float] = field(default_factory=dict)
     carriers: tuple[str, ...] = ()
+    # Every tunnel standing by (routed or only announced), best first.
+    standbys: tuple[str, ...] = ()
     both_down: bool = False
     learned: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # What the core last asked the actuators for: the base of every diff.

@@ -165,3 +165,16 @@ def test_a_prefix_only_a_drained_tunnel_had_leaves_the_fib() -> None:
     sim.step(ev.AdminDisabled(tunnel="tun2", at=sim.now))
     assert "10.7.0.0/24" not in sim.state.asked.by_prefix
     assert "remove route 10.7.0.0/24 group 2 metric 100" in [str(a) for a in sim.routing()]
+
+
+def test_a_group_the_kernel_emptied_takes_its_routes_and_they_are_asked_for_again() -> None:
+    # No standby slot: the carrier's group is its only member's. Its carrier gone, the
+    # kernel deletes vti1's nexthop, the emptied group and the route on it.
+    sim, router = started(standby_routes=0)
+    router.flush_nexthops("vti1")
+    assert router.routes == {}
+    seen = drive(
+        sim, router, ev.LinkChanged(tunnel="tun1", present=True, admin_up=True, oper_up=False)
+    )
+    assert seen[-1] == {"vti2"}
+    assert "install route 10.2.0.0/24 group 1 metric 10" in [str(a) for a in sim.routing()]
