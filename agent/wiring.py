@@ -8,7 +8,8 @@ from agent.adapters.links import LinkSource
 from agent.adapters.metrics import MetricsExporter
 from agent.adapters.mqtt import MqttPublisher
 from agent.adapters.mqtt_commands import MqttCommands
-from agent.adapters.netlink import NetlinkActuator, rtnl_socket
+from agent.adapters.netlink import NetlinkActuator, tunnel_kinds
+from agent.adapters.netlink_socket import rtnl_socket
 from agent.adapters.probes import ProbeSource
 from agent.adapters.strongswan import ViciSource
 from agent.adapters.xfrm import XfrmSource
@@ -59,6 +60,7 @@ def build_live(cfg: Config, *, dry_run: bool, previous: Adapters | None = None) 
             NetlinkActuator(
                 route_protocol=cfg.netlink.route_protocol,
                 resync_interval_s=cfg.netlink.resync_interval_s,
+                tunnels=tunnel_kinds(cfg),
             )
         )
     if cfg.bgp is not None and not dry_run:

@@ -17,7 +17,8 @@ from typing import Any
 
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-from agent.adapters.netlink import LinkView, link_view, rtnl_socket
+from agent.adapters.netlink_links import LinkView, link_view
+from agent.adapters.netlink_socket import rtnl_socket
 from agent.core.events import LinkChanged, SourceLost, SourceRecovered
 from agent.ports import Emit
 

@@ -12,25 +12,31 @@ adopted, so a restart with the same desired state writes nothing.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import errno
-import ipaddress
 import logging
-import os
 import socket
-import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pyroute2 import AsyncIPRoute, IPRoute
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from agent.adapters import nexthops
-from agent.adapters.netlink_errors import error_code, mapped
+from agent.adapters.netlink_errors import mapped
 from agent.adapters.netlink_groups import GroupTable
+from agent.adapters.netlink_links import IFF_UP, link_view
+from agent.adapters.netlink_routes import (
+    RTN_UNICAST,
+    Hop,
+    Key,
+    RouteEntry,
+    RouteWriter,
+    parse_route,
+    route_key,
+)
+from agent.adapters.netlink_socket import netlink_fd_in, rtnl_socket
 from agent.adapters.nexthop_wire import extend_rtmsg
+from agent.config import Config
 from agent.core.actions import (
     Action,
     InstallRoute,
@@ -45,140 +51,35 @@ from agent.core.actions import (
 )
 from agent.ports import AdapterError, InterfaceNotFoundError
 
-__all__ = [
-    "DEFAULT_ROUTE_PROTOCOL",
-    "LinkView",
-    "NetlinkActuator",
-    "link_view",
-    "rtnl_socket",
-]
+__all__ = ["DEFAULT_ROUTE_PROTOCOL", "NetlinkActuator", "tunnel_kinds"]
 
 log = logging.getLogger("vti_failover.netlink")
 
 # Unused by iproute2, BIRD and FRR; name it in /etc/iproute2/rt_protos.d/vti-failover.conf.
 DEFAULT_ROUTE_PROTOCOL = 157
-RTN_UNICAST = 1
-RTM_NEWROUTE = 24
-NETNS_RUN_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
-# The kernel stores an IPv6 route given metric 0 as 1024 (IP6_RT_PRIO_USER).
-IPV6_DEFAULT_METRIC = 1024
 # Routes compared and repaired per turn of the lock during a resync.
 _RESYNC_CHUNK = 256
-# Up to this many route changes in one apply are logged one per line.
-_LOGGED_ONE_BY_ONE = 8
-
-IFF_UP = 0x1
-# Set by the kernel when the operational state is UP or UNKNOWN: a VTI has no carrier and
-# reports UNKNOWN while it works, so operstate == "UP" alone would call every VTI down.
-IFF_RUNNING = 0x40
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
 
 
-@dataclass(frozen=True)
-class LinkView:
-    """One RTM_NEWLINK / RTM_DELLINK message, reduced to what the agent uses."""
-
-    index: int
-    name: str | None
-    present: bool
-    admin_up: bool
-    oper_up: bool
-
-
-def link_view(msg: Any) -> LinkView | None:
-    """Read a link message; None for anything else (other message types, bridge ports)."""
-    kind = msg.get(("header", "type"))
-    if kind not in (RTM_NEWLINK, RTM_DELLINK) or msg.get("family", 0) != socket.AF_UNSPEC:
-        return None
-    flags = int(msg.get("flags", 0))
-    present = kind == RTM_NEWLINK
-    name = msg.get("ifname")
-    return LinkView(
-        index=int(msg["index"]),
-        name=str(name) if name is not None else None,
-        present=present,
-        admin_up=present and bool(flags & IFF_UP),
-        oper_up=present and bool(flags & IFF_UP) and bool(flags & IFF_RUNNING),
-    )
+# The kernel's link kinds (IFLA_INFO_KIND) each configured tunnel kind may be. A `mark`
+# tunnel has no interface of its own: its plain interface is never ours to take down.
+_KERNEL_KINDS: dict[str, frozenset[str]] = {
+    "vti": frozenset({"vti", "vti6"}),
+    "xfrm": frozenset({"xfrm"}),
+    "gre": frozenset({"gre", "gretap", "ip6gre", "ip6gretap"}),
+    "tap": frozenset({"tun"}),
+}
 
 
-# (family, table, prefix, metric): a route's identity in the kernel.
-Key = tuple[int, int, str, int]
-# (ifindex, gateway or None)
-Hop = tuple[int, str | None]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One kernel route message of ours: its next hops, and whether it is one multipath route."""
-
-    hops: frozenset[Hop]
-    multipath: bool
-    # The nexthop object the route points at (RTA_NH_ID), if it is one of those.
-    nhid: int | None = None
-
-
-def _not_ours(route: Route, key: Key) -> AdapterError:
-    return AdapterError(
-        f"route {route}: the kernel already has a route to {key[2]} metric "
-        f"{key[3]} table {key[1]} that is not ours; left untouched"
-    )
+def tunnel_kinds(cfg: Config) -> dict[str, str]:
+    """Each configured tunnel interface and the kind the config says it is."""
+    return {t.interface: str(t.kind) for t in cfg.tunnels}
 
 
 def _about_groups(action: Action) -> bool:
     return isinstance(action, SetNexthopGroup | RemoveNexthopGroup) or (
         isinstance(action, InstallRoute) and action.route.group != 0
     )
-
-
-def _key(route: Route) -> Key:
-    net = ipaddress.ip_network(route.prefix, strict=False)
-    family = socket.AF_INET if net.version == 4 else socket.AF_INET6
-    metric = route.metric
-    if family == socket.AF_INET6 and metric == 0:
-        metric = IPV6_DEFAULT_METRIC
-    return (family, route.table, str(net), metric)
-
-
-def _netlink_fd_in(netns: str) -> int:
-    """A NETLINK_ROUTE socket opened inside the named namespace, as a file descriptor.
-
-    pyroute2's own netns= forks a child and SIGTERMs it; the child shares asyncio's signal
-    wake-up socket, so the running loop can receive that SIGTERM as its own and stop the
-    agent. A thread that enters the namespace just to open the socket has no such effect.
-    """
-    result: list[int | BaseException] = []
-
-    def enter_and_open() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code), netns)
-            finally:
-                os.close(fd)
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
-            result.append(sock.detach())
-        except BaseException as exc:  # handed to the caller's thread below
-            result.append(exc)
-
-    thread = threading.Thread(target=enter_and_open, name=f"netns:{netns}")
-    thread.start()
-    thread.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
-
-
-def rtnl_socket(netns: str | None = None, **kwargs: Any) -> Any:
-    """An AsyncIPRoute in our own namespace, or (for tests and labs) in a named one."""
-    if netns is None:
-        return AsyncIPRoute(**kwargs)
-    return AsyncIPRoute(fileno=_netlink_fd_in(netns), **kwargs)
 
 
 class NetlinkActuator:
@@ -192,27 +93,37 @@ class NetlinkActuator:
         route_protocol: int = DEFAULT_ROUTE_PROTOCOL,
         resync_interval_s: float = 30.0,
         netns: str | None = None,
+        tunnels: Mapping[str, str] | None = None,
     ) -> None:
         self.route_protocol = route_protocol
+        # Interface -> configured tunnel kind: the only links we may set up or down (None:
+        # any, for tests that drive the actuator alone).
+        self._tunnels = dict(tunnels) if tunnels is not None else None
         self.resync_interval_s = resync_interval_s
         self.netns = netns
         self._ipr: Any = None
         self._lock = asyncio.Lock()
         self._desired: dict[Key, Route] = {}
         # What the kernel holds under our protocol id, as last read or written.
-        self._owned: dict[Key, list[_Entry]] = {}
+        self._routes = RouteWriter(route_protocol)
         self._index: dict[str, int] = {}
-        # Netlink writes so far: for tests and the benchmark, not for decisions.
-        self.writes = 0
-        # Route changes of the apply under way, logged together at its end.
-        self._changes: list[str] = []
-        # Keys written while a resync's dump runs (None: no dump running).
-        self._written: set[Key] | None = None
+        # Link writes so far: for tests and the benchmark, not for decisions.
+        self._link_writes = 0
         # Nexthop groups the core asked for (its number -> IP version, next hops) and the
         # kernel objects behind them; None until we know whether the kernel has them.
         self._desired_groups: dict[int, tuple[int, tuple[NextHop, ...]]] = {}
         self._groups = GroupTable(route_protocol)
         self._has_nexthops: bool | None = None
+
+    def configure(self, cfg: Config) -> None:
+        """A reload: the tunnel interfaces we may touch are the new config's."""
+        if self._tunnels is not None:
+            self._tunnels = tunnel_kinds(cfg)
+
+    @property
+    def writes(self) -> int:
+        """Netlink writes of links and routes so far: for tests and benchmarks."""
+        return self._link_writes + self._routes.writes
 
     def wants(self, action: Action) -> bool:
         return isinstance(
@@ -235,18 +146,20 @@ class NetlinkActuator:
         """The request socket, opened on first use with our routes adopted from the kernel."""
         if self._ipr is None:
             try:
-                self._ipr = self._socket()
+                self._ipr = self._routes.ipr = self._socket()
                 await self._refresh()
             except (NetlinkError, OSError) as exc:
                 self._drop_socket()
                 raise mapped(exc, "netlink open") from exc
-            log.info("adopted %d route(s) of protocol %d", len(self._owned), self.route_protocol)
+            log.info(
+                "adopted %d route(s) of protocol %d", len(self._routes.owned), self.route_protocol
+            )
         return self._ipr
 
     def _drop_socket(self) -> None:
         if self._ipr is not None:
             self._ipr.close()
-            self._ipr = None
+            self._ipr = self._routes.ipr = None
 
     async def run(self) -> None:
         """Watch links: a link coming up (or a recreated one) gets our routes back."""
@@ -330,20 +243,20 @@ class NetlinkActuator:
                 log.error("%s", exc)
                 return
             self._index.clear()
-            self._written = set()
+            self._routes.written = set()
         try:
             seen = await self._dump_off_loop()
         except (NetlinkError, OSError) as exc:
             log.error("%s", mapped(exc, "netlink resync dump"))
-            self._written = None
+            self._routes.written = None
             return
         async with self._lock:
-            written, self._written = self._written or set(), None
+            written, self._routes.written = self._routes.written or set(), None
             for key in written:
                 seen.pop(key, None)
-                if key in self._owned:
-                    seen[key] = self._owned[key]
-            self._owned = seen
+                if key in self._routes.owned:
+                    seen[key] = self._routes.owned[key]
+            self._routes.owned = seen
             try:
                 await self._refresh_groups()
                 errors = await self._set_groups(list(self._desired_groups))
@@ -353,7 +266,7 @@ class NetlinkActuator:
         for start in range(0, len(keys), _RESYNC_CHUNK):
             async with self._lock:
                 errors += await self._sync(keys[start : start + _RESYNC_CHUNK])
-                self._log_changes()
+                self._routes.log_changes()
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             log.error("resync: %s%s", errors[0], more)
@@ -366,10 +279,10 @@ class NetlinkActuator:
                     await self._refresh()
                     self._desired.clear()
                     self._desired_groups.clear()
-                    await self._sync(list(self._owned))
+                    await self._sync(list(self._routes.owned))
                     await self._sweep_groups()
             finally:
-                self._log_changes()
+                self._routes.log_changes()
                 self._drop_socket()
 
     # -- actions ---------------------------------------------------------------------------
@@ -377,7 +290,7 @@ class NetlinkActuator:
     async def apply(self, actions: Sequence[Action]) -> None:
         async with self._lock:
             await self._open()
-            self._changes = []
+            self._routes.changes = []
             errors: list[AdapterError] = []
             touched: list[Key] = []
             if any(_about_groups(a) for a in actions):
@@ -402,13 +315,13 @@ class NetlinkActuator:
                     elif isinstance(action, RemoveNexthopGroup):
                         self._desired_groups.pop(action.group, None)
                         await self._groups.remove(self._ipr, action.group)
-                        self._changes.append(f"removed nexthop group {action.group}")
+                        self._routes.changes.append(f"removed nexthop group {action.group}")
                     elif isinstance(action, InstallRoute):
-                        key = _key(action.route)
+                        key = route_key(action.route)
                         self._desired[key] = action.route
                         touched.append(key)
                     elif isinstance(action, RemoveRoute):
-                        key = _key(action.route)
+                        key = route_key(action.route)
                         if key in self._desired and self._desired[key] == action.route:
                             del self._desired[key]
                         touched.append(key)
@@ -417,7 +330,9 @@ class NetlinkActuator:
                         family = socket.AF_INET if action.family == "ipv4" else socket.AF_INET6
                         await self._refresh()
                         stale = [
-                            k for k in self._owned if k[0] == family and k not in self._desired
+                            k
+                            for k in self._routes.owned
+                            if k[0] == family and k not in self._desired
                         ]
                         if stale:
                             log.info("sweeping %d stale %s route(s)", len(stale), action.family)
@@ -430,7 +345,7 @@ class NetlinkActuator:
                 # Make-before-break: the core orders links, installs, removals; keep it.
                 errors += await self._sync(touched)
                 touched = []
-            self._log_changes()
+            self._routes.log_changes()
             if len(errors) == 1:
                 raise errors[0]
             if errors:
@@ -443,14 +358,27 @@ class NetlinkActuator:
         try:
             index = await self._ifindex(interface)
             (link,) = await ipr.link("get", index=index)
+            self._check_tunnel(what, interface, link)
             if bool(link.get("flags", 0) & IFF_UP) == up:
                 return False
-            self.writes += 1
+            self._link_writes += 1
             await ipr.link("set", index=index, state="up" if up else "down")
         except (NetlinkError, OSError) as exc:
             raise mapped(exc, what) from exc
         log.info("%s", what)
         return up
+
+    def _check_tunnel(self, what: str, interface: str, link: Any) -> None:
+        """Only a configured tunnel interface of its configured kind, seen at this moment."""
+        if self._tunnels is None:
+            return
+        kind = self._tunnels.get(interface)
+        if kind is None:
+            raise AdapterError(f"{what}: not a configured tunnel interface; left as it is")
+        found = link.get(("linkinfo", "kind"))
+        if found not in _KERNEL_KINDS.get(kind, ()):
+            shown = f"a {found} interface" if found else "not a tunnel interface"
+            raise AdapterError(f"{what}: {interface} is {shown}, not {kind}; left as it is")
 
     async def _ifindex(self, interface: str) -> int:
         index = self._index.get(interface)
@@ -465,10 +393,10 @@ class NetlinkActuator:
 
     async def _refresh(self) -> None:
         """Read every route and nexthop object carrying our protocol id."""
-        self._owned = await self._dump_off_loop()
+        self._routes.owned = await self._dump_off_loop()
         await self._refresh_groups()
 
-    async def _dump_off_loop(self) -> dict[Key, list[_Entry]]:
+    async def _dump_off_loop(self) -> dict[Key, list[RouteEntry]]:
         """Our routes, read and parsed in a thread on a socket of its own.
 
         Parsing a table costs ~50 us of CPU a route (a second for 20,000): on the event
@@ -476,17 +404,17 @@ class NetlinkActuator:
         """
         return await asyncio.to_thread(self._dump_blocking)
 
-    def _dump_blocking(self) -> dict[Key, list[_Entry]]:
+    def _dump_blocking(self) -> dict[Key, list[RouteEntry]]:
         extend_rtmsg()
-        fileno = None if self.netns is None else _netlink_fd_in(self.netns)
+        fileno = None if self.netns is None else netlink_fd_in(self.netns)
         ipr = IPRoute() if fileno is None else IPRoute(fileno=fileno)
         try:
-            owned: dict[Key, list[_Entry]] = {}
+            owned: dict[Key, list[RouteEntry]] = {}
             for family in (socket.AF_INET, socket.AF_INET6):
                 for msg in ipr.route("dump", family=family):
                     if msg.get("proto") != self.route_protocol or msg.get("type") != RTN_UNICAST:
                         continue
-                    key, entry = self._parse(msg, family)
+                    key, entry = parse_route(msg, family)
                     owned.setdefault(key, []).append(entry)
             return owned
         finally:
@@ -501,8 +429,8 @@ class NetlinkActuator:
         gone = await self._groups.refresh(self._ipr)
         if gone:
             # An emptied group takes its routes with it (its last member's device went).
-            self._owned = {
-                k: es for k, es in self._owned.items() if not any(e.nhid in gone for e in es)
+            self._routes.owned = {
+                k: es for k, es in self._routes.owned.items() if not any(e.nhid in gone for e in es)
             }
 
     async def _sweep_groups(self) -> None:
@@ -510,7 +438,7 @@ class NetlinkActuator:
         if not self._has_nexthops:
             return
         wanted = {self._groups.kernel_id(g) for g in self._desired_groups}
-        used = {e.nhid for es in self._owned.values() for e in es if e.nhid}
+        used = {e.nhid for es in self._routes.owned.values() for e in es if e.nhid}
         await self._groups.collect(self._ipr, keep=lambda i: i in wanted or i in used)
 
     async def _set_groups(self, groups: Iterable[int]) -> list[AdapterError]:
@@ -521,26 +449,10 @@ class NetlinkActuator:
                 wanted = [(await self._ifindex(h.interface), h.gateway) for h in hops]
                 if await self._groups.set(self._ipr, group, version, wanted):
                     shown = " ".join(str(h) for h in hops)
-                    self._changes.append(f"set nexthop group {group} {shown}")
+                    self._routes.changes.append(f"set nexthop group {group} {shown}")
             except AdapterError as exc:
                 errors.append(exc)
         return errors
-
-    @staticmethod
-    def _parse(msg: Any, family: int) -> tuple[Key, _Entry]:
-        dst = msg.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
-        prefix = str(ipaddress.ip_network(f"{dst}/{msg.get('dst_len', 0)}", strict=False))
-        table = int(msg.get("table") or msg.get("RTA_TABLE") or 0)
-        metric = int(msg.get("priority") or 0)
-        multipath = msg.get("multipath")
-        if multipath:
-            hops = frozenset((int(nh["oif"]), nh.get("gateway")) for nh in multipath)
-        else:
-            hops = frozenset({(int(msg.get("oif") or 0), msg.get("gateway"))})
-        nhid = msg.get("nh_id")
-        return (family, table, prefix, metric), _Entry(
-            hops, bool(multipath), int(nhid) if nhid else None
-        )
 
     async def _wanted_hops(self, route: Route) -> frozenset[Hop]:
         return frozenset([(await self._ifindex(h.interface), h.gateway) for h in route.nexthops])
@@ -550,17 +462,17 @@ class NetlinkActuator:
         errors: list[AdapterError] = []
         for key in dict.fromkeys(keys):
             want = self._desired.get(key)
-            have = self._owned.get(key)
+            have = self._routes.owned.get(key)
             try:
                 if want is None:
                     if have:
-                        await self._delete(key, have)
+                        await self._routes.delete(key)
                     continue
                 if want.group:
                     nhid = self._groups.kernel_id(want.group)
                     if have and len(have) == 1 and have[0].nhid == nhid:
                         continue
-                    await self._write_via_group(key, want, nhid, have)
+                    await self._routes.write_via_group(key, want, nhid)
                     continue
                 hops = await self._wanted_hops(want)
                 if (
@@ -569,152 +481,7 @@ class NetlinkActuator:
                     and frozenset().union(*(e.hops for e in have)) == hops
                 ):
                     continue
-                await self._write(key, want, hops, have)
+                await self._routes.write(key, want, hops)
             except AdapterError as exc:
                 errors.append(exc)
         return errors
-
-    def _base(self, key: Key) -> dict[str, Any]:
-        family, table, prefix, metric = key
-        return {
-            "family": family,
-            "dst": prefix,
-            "table": table,
-            "priority": metric,
-            "proto": self.route_protocol,
-        }
-
-    @staticmethod
-    def _hop_args(hop: Hop) -> dict[str, Any]:
-        oif, gateway = hop
-        return {"oif": oif, "gateway": gateway} if gateway else {"oif": oif}
-
-    async def _route(self, command: str, route: str, **kwargs: Any) -> None:
-        self.writes += 1
-        try:
-            await self._ipr.route(command, **kwargs)
-        except (NetlinkError, OSError) as exc:
-            raise mapped(exc, f"{command} route {route}") from exc
-
-    async def _write(
-        self, key: Key, route: Route, hops: frozenset[Hop], have: list[_Entry] | None
-    ) -> None:
-        family = key[0]
-        ordered = sorted(hops, key=lambda h: (h[0], h[1] or ""))
-        # IPv6 takes multipath only with a gateway on every hop; device-only hops (VTI,
-        # XFRM) go in as separate routes of the same metric.
-        split = family == socket.AF_INET6 and len(ordered) > 1 and not all(g for _, g in ordered)
-        # One IPv6 device route for another is replaced in place too, as a failover moves a
-        # carrier route: delete-then-add would leave the prefix without a route in between.
-        # Device routes are never ECMP siblings, so the replace can only hit our own route.
-        single6 = (
-            family == socket.AF_INET6
-            and len(ordered) == 1
-            and ordered[0][1] is None
-            and have is not None
-            and len(have) == 1
-            and not have[0].multipath
-            and all(gateway is None for _, gateway in have[0].hops)
-        )
-        try:
-            if have and (family == socket.AF_INET or single6) and not split:
-                await self._route("replace", str(route), **self._base(key), **self._spec(ordered))
-            else:
-                if have:
-                    await self._delete(key, have)
-                if split:
-                    for n, hop in enumerate(ordered):
-                        await self._route(
-                            "add" if n == 0 else "append",
-                            str(route),
-                            **self._base(key),
-                            **self._hop_args(hop),
-                        )
-                else:
-                    await self._route("add", str(route), **self._base(key), **self._spec(ordered))
-        except AdapterError as exc:
-            code = error_code(exc.__cause__) if exc.__cause__ is not None else None
-            if code == errno.ENETDOWN:
-                # The link is admin-down: the route goes in when it comes up (resync).
-                log.info("route %s waits for its link: %s", route, exc)
-                self._owned.pop(key, None)
-                self._note_written(key)
-                return
-            if code == errno.EEXIST:
-                raise _not_ours(route, key) from exc
-            raise
-        self._note_written(key)
-        self._owned[key] = (
-            [_Entry(frozenset({h}), False) for h in ordered]
-            if split
-            else [_Entry(hops, len(ordered) > 1)]
-        )
-        self._changes.append(f"installed route {route}")
-
-    def _log_changes(self) -> None:
-        """Each route change on its own line, or one line for a table's worth."""
-        changes, self._changes = self._changes, []
-        if len(changes) <= _LOGGED_ONE_BY_ONE:
-            for line in changes:
-                log.info("%s", line)
-            return
-        installed = sum(1 for c in changes if c.startswith("installed route"))
-        removed = sum(1 for c in changes if c.startswith("removed route"))
-        log.info(
-            "installed %d route(s), removed %d, %d nexthop group change(s) (first: %s; last: %s)",
-            installed,
-            removed,
-            len(changes) - installed - removed,
-            changes[0],
-            changes[-1],
-        )
-
-    def _note_written(self, key: Key) -> None:
-        if self._written is not None:
-            self._written.add(key)
-
-    async def _write_via_group(
-        self, key: Key, route: Route, nhid: int, have: list[_Entry] | None
-    ) -> None:
-        """Point the route at a nexthop group: replaced in place, so no gap while it moves."""
-        try:
-            if have and len(have) > 1:
-                # Split IPv6 device routes are siblings: a replace would hit only one.
-                await self._delete(key, have)
-                have = None
-            await self._route(
-                "replace" if have else "add", str(route), **self._base(key), nh_id=nhid
-            )
-        except AdapterError as exc:
-            if exc.__cause__ is not None and error_code(exc.__cause__) == errno.EEXIST:
-                raise _not_ours(route, key) from exc
-            raise
-        self._note_written(key)
-        self._owned[key] = [_Entry(frozenset(), False, nhid)]
-        self._changes.append(f"installed route {route}")
-
-    def _spec(self, hops: list[Hop]) -> dict[str, Any]:
-        if len(hops) == 1:
-            return self._hop_args(hops[0])
-        return {"multipath": [self._hop_args(h) for h in hops]}
-
-    async def _delete(self, key: Key, have: list[_Entry]) -> None:
-        label = f"{key[2]} metric {key[3]} table {key[1]}"
-        try:
-            if key[0] == socket.AF_INET:
-                # proto in the request: the kernel deletes only a route of our protocol.
-                await self._route("del", label, **self._base(key))
-            else:
-                for entry in have:
-                    # A multipath route, or one via a nexthop group, is deleted by its
-                    # identity alone; split device routes one hop at a time.
-                    single = not entry.multipath and not entry.nhid and entry.hops
-                    hop_args = self._hop_args(next(iter(entry.hops))) if single else {}
-                    await self._route("del", label, **self._base(key), **hop_args)
-        except AdapterError as exc:
-            if exc.__cause__ is None or error_code(exc.__cause__) != errno.ESRCH:
-                raise
-            # Already gone (the kernel flushed it with its link): the goal is met.
-        self._owned.pop(key, None)
-        self._note_written(key)
-        self._changes.append(f"removed route {label}")

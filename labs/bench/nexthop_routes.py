@@ -35,7 +35,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUE
 from pyroute2.netlink.rtnl import RTM_NEWROUTE
 
 from agent.adapters import nexthops
-from agent.adapters.netlink import _netlink_fd_in, rtnl_socket
+from agent.adapters.netlink_socket import netlink_fd_in, rtnl_socket
 from agent.adapters.nexthop_wire import NexthopObject
 
 PROTO = 99
@@ -81,7 +81,7 @@ def _calls(ipr: Any, prefixes: list[str]) -> list[Callable[[], Awaitable[Any]]]:
 
 def _raw_install(ns: str, prefixes: list[str]) -> float:
     """The same RTM_NEWROUTE requests packed with struct, each acked: the kernel's share."""
-    sock = socket.socket(fileno=_netlink_fd_in(ns))
+    sock = socket.socket(fileno=netlink_fd_in(ns))
 
     def nla(kind: int, payload: bytes) -> bytes:
         return struct.pack("=HH", 4 + len(payload), kind) + payload

@@ -215,8 +215,10 @@ async def test_restart_adopts_routes_without_a_single_write(ns: str) -> None:
             await second.close(cleanup=False)
         seen = mon.stop()
     assert writes_after_restart == 0
-    assert len(seen) == 1
+    # The move: the new version beside the old, then the old out (make-before-break).
+    assert len(seen) == 2, seen
     assert "10.2.0.0/24 dev vti2" in seen[0]
+    assert seen[1].startswith("Deleted 10.2.0.0/24 dev vti1")
     assert len(before) == 4
 
 

@@ -14,7 +14,7 @@ import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.adapters import nexthops
-from agent.adapters.netlink import rtnl_socket
+from agent.adapters.netlink_socket import rtnl_socket
 from agent.adapters.nexthop_wire import NexthopObject
 from agent.ports import AdapterError, InterfaceNotFoundError
 from tests.support.netns_links import add_veth
