@@ -1,7 +1,14 @@
-"""Reading a config: strict YAML in, a Config or a ConfigError out; nothing else is raised."""
+"""Reading a config: strict YAML in, a Config or a ConfigError out; nothing else is raised.
+
+The file must be a regular file (a FIFO would block `check` forever, /dev/zero never ends)
+of at most MAX_CONFIG_BYTES; the YAML is read by yaml_strict's bounded loader.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,31 +19,11 @@ from pydantic import ValidationError
 from agent.config.messages import validation_lines, yaml_error_line
 from agent.config.models import Config
 from agent.config.problems import ConfigError
+from agent.config.protocols import host_owner
+from agent.config.yaml_strict import StrictLoader
 
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (YAML silently keeps the last)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
+# 2,000 tunnels written out in full are ~1 MB.
+MAX_CONFIG_BYTES = 8 << 20
 
 
 _TOP_LEVEL_KINDS = {"list": "a list", "str": "a single string", "int": "a number"}
@@ -44,14 +31,18 @@ _TOP_LEVEL_KINDS = {"list": "a list", "str": "a single string", "int": "a number
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse YAML text into a Config, or raise ConfigError with one line per problem."""
-    loader = _StrictLoader(text)
+    try:
+        loader = StrictLoader(text)
+    except yaml.YAMLError as exc:
+        # The reader refuses control characters (NUL...) as soon as it sees the text.
+        raise ConfigError([_reader_problem(exc, text, source)]) from None
     try:
         root = loader.get_single_node()
         raw = None if root is None else loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([yaml_error_line(exc, source)]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: YAML error: {exc}"]) from None
+        raise ConfigError([_reader_problem(exc, text, source)]) from None
     finally:
         loader.dispose()
     if raw is None:
@@ -69,10 +60,51 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             raise ConfigError(validation_lines(exc, raw, root, source)) from None
 
 
+def _reader_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"{source}:{line}: control character U+{char:04X} is not allowed in YAML"
+    return f"{source}: YAML error: {str(exc).splitlines()[0]}"
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes if it is a regular file of at most MAX_CONFIG_BYTES."""
+    # O_NONBLOCK: opening a FIFO nobody writes to must not hang `check`.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket"
+                if stat.S_ISSOCK(mode)
+                else "not a plain file"
+            )
+            raise ConfigError([f"{path}: is {kind}, not a regular config file"])
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    [f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file"]
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load_config(path: Path) -> Config:
     """Read and parse a config file; unreadable files are a ConfigError too."""
     try:
-        data = path.read_bytes()
+        data = _read_bounded(path)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
     except IsADirectoryError:
@@ -89,7 +121,17 @@ def load_config(path: Path) -> Config:
         raise ConfigError(
             [f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[exc.start]:02x})"]
         ) from None
-    return parse_config(text, str(path))
+    cfg = parse_config(text, str(path))
+    # The well-known ids are refused while parsing; this host may have named more.
+    owner = host_owner(cfg.netlink.route_protocol)
+    if owner is not None:
+        raise ConfigError(
+            [
+                f"{path}: netlink.route_protocol: {cfg.netlink.route_protocol} is {owner}: "
+                "the agent deletes routes of its protocol id, so it must be one nobody else uses"
+            ]
+        )
+    return cfg
 
 
 def json_schema() -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import reprlib
 from typing import Any, get_args
 
 import yaml
@@ -15,11 +16,14 @@ from agent.config.models import Config
 from agent.config.problems import FieldProblemsError, Loc
 from agent.config.scalars import (
     COMMUNITY_PATTERN,
+    HOST_PATTERN,
     INTERFACE_PATTERN,
     NAME_PATTERN,
     TOPIC_PREFIX_PATTERN,
 )
 
+# At most this many problems are described; the rest are counted.
+MAX_LINES = 20
 # Pydantic's wording for the commonest mistakes, said the way an operator would say it.
 _TYPE_MESSAGES = {
     "int_type": "must be a whole number",
@@ -43,7 +47,8 @@ _PATTERN_MESSAGES = {
     NAME_PATTERN: "must be letters, digits, '.', '_' or '-', starting with a letter or digit",
     INTERFACE_PATTERN: "is not a Linux interface name (letters, digits, '.', '_', '-', '@')",
     COMMUNITY_PATTERN: "is not a BGP community: write ASN:VALUE, e.g. 65001:666",
-    TOPIC_PREFIX_PATTERN: "must not contain the MQTT wildcards # or +",
+    TOPIC_PREFIX_PATTERN: "must not contain the MQTT wildcards # or +, nor a NUL",
+    HOST_PATTERN: "is not a host name or address (no spaces)",
 }
 # Pydantic adds type names of union branches to locations; they mean nothing in a file.
 _BRANCH_NAMES = frozenset(
@@ -121,8 +126,14 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     return model
 
 
+# reprlib stops early: a value built of aliases may stand for a million nodes.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple = 3, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _value_text(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -222,14 +233,22 @@ def validation_lines(
                 problems.append((loc + sub_loc, detail))
         else:
             problems.append((loc, err))
-    lines = []
+    # Unions report the same field once per branch; keep each line once, in order. A file
+    # of a million unknown keys is told in MAX_LINES lines, not a million.
+    lines: dict[str, None] = {}
+    shown_locs: set[Loc] = set()
     for loc, err in problems:
+        if len(lines) >= MAX_LINES:
+            break
         node, line = _walk(root, loc)
         where = _format_location(loc, raw)
         at = f"{source}:{line}" if line is not None else source
-        lines.append(f"{at}: {where}: {_describe(err, loc, node)}")
-    # Unions report the same field once per branch; keep each line once, in order.
-    return list(dict.fromkeys(lines))
+        lines[f"{at}: {where}: {_describe(err, loc, node)}"] = None
+        shown_locs.add(loc)
+    rest = len({loc for loc, _ in problems} - shown_locs)
+    if rest:
+        lines[f"{source}: and {rest} more problem{'s' if rest > 1 else ''} not shown"] = None
+    return list(lines)
 
 
 def yaml_error_line(exc: yaml.MarkedYAMLError, source: str) -> str:

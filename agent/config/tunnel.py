@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyInterface, model_validator
+from pydantic import Field, model_validator
 
 from agent.config.problems import FieldProblemsError, Problem, raise_if
 from agent.config.scalars import (
     FrozenModel,
     InterfaceName,
     IPAddress,
+    IPInterface,
     Name,
     ProbeKind,
+    RouteTable,
     Source,
     TunnelKind,
 )
@@ -45,7 +47,7 @@ class Underlay(FrozenModel):
 class InnerAddressing(FrozenModel):
     """The tunnel's inside: our address with its prefix length, and the far end's address."""
 
-    local: IPvAnyInterface
+    local: IPInterface
     peer: IPAddress
 
     @model_validator(mode="after")
@@ -114,7 +116,7 @@ class Tunnel(FrozenModel):
     # The BGP neighbor over this tunnel; defaults to the inner peer address when bgp is on.
     bgp_neighbor: IPAddress | None = None
     # Routing table for this tunnel's routes; defaults to the policy's table.
-    table: Annotated[int, Field(ge=1, le=0xFFFFFFFF)] | None = None
+    table: RouteTable | None = None
 
     @property
     def effective_priority(self) -> int:
