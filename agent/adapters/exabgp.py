@@ -1,11 +1,12 @@
 """BGP through ExaBGP: announce/withdraw actions become API lines; ExaBGP's JSON becomes events.
 
 One object is both the Actuator (AnnouncePrefix / WithdrawPrefix) and the Source
-(BgpNeighborUp/Down, BgpRoutesChanged per UPDATE, BgpEndOfRib). It keeps the announcements the core
-asked for and replays them whenever a neighbor comes up or ExaBGP (re)connects, so a
-restart on either side ends with the same announcements. Two ways to reach ExaBGP:
-supervise (we start `exabgp` from a generated config; its API process relays to our Unix
-socket) and process (ExaBGP started us; we speak on stdin/stdout).
+(BgpNeighborUp/Down, BgpRoutesChanged per UPDATE, BgpEndOfRib). It keeps the announcements
+the core asked for and replays them whenever a neighbor comes up or ExaBGP (re)connects, so
+a restart on either side ends with the same announcements. Two ways to reach ExaBGP:
+supervise (exabgp_supervisor starts `exabgp` from a generated config that already carries
+those announcements; its API process relays to our Unix socket) and process (ExaBGP started
+us; we speak on stdin/stdout). The ack channel itself is exabgp_session.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import contextlib
 import logging
 import os
 import shlex
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from agent.adapters import exabgp_api as api
 from agent.adapters.exabgp_config import exabgp_conf, exabgp_env
+from agent.adapters.exabgp_session import AckSession, Writer
+from agent.adapters.exabgp_supervisor import ExaBgpSupervisor
+from agent.adapters.exabgp_workdir import prepare_workdir
 from agent.config import Config
 from agent.core.actions import Action, AnnouncePrefix, WithdrawPrefix
 from agent.core.events import (
@@ -44,52 +47,6 @@ Mode = Literal["supervise", "process"]
 Key = tuple[str, str]  # (neighbor, canonical prefix)
 
 _BACKLOG = 10_000
-_RESTART_MIN_S = 0.5
-_RESTART_MAX_S = 30.0
-_STOP_WAIT_S = 5.0
-
-
-class _Writer(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _Session:
-    """One live API channel to one ExaBGP; acks come back in command order."""
-
-    def __init__(self, writer: _Writer) -> None:
-        self.writer = writer
-        self.pending: collections.deque[tuple[str, asyncio.Future[bool]]] = collections.deque()
-        self.closed = False
-
-    def send(self, lines: Sequence[str]) -> list[asyncio.Future[bool]]:
-        loop = asyncio.get_running_loop()
-        futures = []
-        for line in lines:
-            fut: asyncio.Future[bool] = loop.create_future()
-            self.pending.append((line, fut))
-            futures.append(fut)
-        if lines:
-            self.writer.write("".join(f"{line}\n" for line in lines).encode())
-        return futures
-
-    def answered(self, ok: bool) -> None:
-        if not self.pending:
-            log.warning("exabgp answered %s with no command outstanding", "done" if ok else "error")
-            return
-        line, fut = self.pending.popleft()
-        if not ok:
-            log.error("exabgp refused: %s", line)
-        if not fut.done():
-            fut.set_result(ok)
-
-    def fail_pending(self) -> None:
-        self.closed = True
-        while self.pending:
-            _, fut = self.pending.popleft()
-            if not fut.done():
-                fut.set_result(False)
 
 
 class ExaBgpAdapter:
@@ -111,13 +68,13 @@ class ExaBgpAdapter:
         self._desired: dict[Key, AnnouncePrefix] = {}
         self._up: set[str] = set()
         self._skipped: set[Key] = set()
-        self._session: _Session | None = None
+        self._session: AckSession | None = None
         self._emit: Emit | None = None
         self._backlog: collections.deque[Event] = collections.deque(maxlen=_BACKLOG)
-        self._process: asyncio.subprocess.Process | None = None
-        self._restart_now = False
-        # Set by close(): exabgp ending now is our doing, not a crash to restart from.
-        self._closing = False
+        self._supervisor = ExaBgpSupervisor(
+            self._workdir, shlex.split(cfg.exabgp.executable), {**os.environ, **exabgp_env()}, clock
+        )
+        self._started_conf: str | None = None
         self._connected = asyncio.Event()
         self.lines_sent = 0
         self.last_write_at: float | None = None
@@ -136,27 +93,42 @@ class ExaBgpAdapter:
             neighbor = str(cfg.neighbor_of(t))
             self._tunnel_of[neighbor] = t.name
         self._ack_timeout_s = cfg.exabgp.ack_timeout_s
-        self._executable = shlex.split(cfg.exabgp.executable)
+        self._supervisor.executable = shlex.split(cfg.exabgp.executable)
         if (
             self._mode == "supervise"
-            and self._process is not None
-            and self._conf_path.read_text() != self._conf_text()
+            and self._supervisor.pid is not None
+            and self._started_conf != self._conf_text()
         ):
             log.info("exabgp config changed: restarting exabgp")
-            self._restart_now = True
-            self._terminate()
+            self._supervisor.restart()
 
     @property
     def socket_path(self) -> Path:
-        return self._workdir / "api.sock"
+        return self._supervisor.workdir / "api.sock"
 
     @property
-    def _conf_path(self) -> Path:
-        return self._workdir / "exabgp.conf"
+    def exabgp_pid(self) -> int | None:
+        """The supervised exabgp's pid while it runs (supervise mode)."""
+        return self._supervisor.pid
 
     def _conf_text(self) -> str:
-        relay = [sys.executable, "-m", "agent.adapters.exabgp_relay", str(self.socket_path)]
-        return exabgp_conf(self._cfg, relay)
+        """exabgp.conf without the announcements: what a reload compares."""
+        return exabgp_conf(self._cfg, self._relay())
+
+    def _start_text(self) -> str:
+        """exabgp.conf for the next start: the config plus what the core asks us to announce."""
+        self._started_conf = self._conf_text()
+        routes: dict[str, list[str]] = {}
+        for (neighbor, _), action in sorted(self._desired.items()):
+            if self._sendable(action):
+                # The API command minus its "neighbor X announce " head is the same route
+                # statement in exabgp.conf's grammar.
+                route = self._announce(action).split(" announce ", 1)[1]
+                routes.setdefault(api.canonical_address(neighbor), []).append(route)
+        return exabgp_conf(self._cfg, self._relay(), routes)
+
+    def _relay(self) -> list[str]:
+        return [sys.executable, "-m", "agent.adapters.exabgp_relay", str(self.socket_path)]
 
     # -- Actuator --------------------------------------------------------------------
 
@@ -213,8 +185,7 @@ class ExaBgpAdapter:
                 async with asyncio.timeout(self._ack_timeout_s):
                     await asyncio.gather(*self._send(session, lines))
         self._desired.clear()
-        self._closing = True
-        await self._stop_exabgp()
+        await self._supervisor.stop()
 
     # -- Source and connection -------------------------------------------------------
 
@@ -262,13 +233,13 @@ class ExaBgpAdapter:
             )
         return False
 
-    def _send(self, session: _Session, lines: Sequence[str]) -> list[asyncio.Future[bool]]:
+    def _send(self, session: AckSession, lines: Sequence[str]) -> list[asyncio.Future[bool]]:
         futures = session.send(lines)
         self.lines_sent += len(lines)
         self.last_write_at = self._clock()
         return futures
 
-    def _replay(self, session: _Session, neighbor: str | None) -> None:
+    def _replay(self, session: AckSession, neighbor: str | None) -> None:
         """Send the wanted announcements (of one neighbor, or all) without waiting for acks."""
         lines = [
             self._announce(a)
@@ -279,13 +250,13 @@ class ExaBgpAdapter:
             log.info("exabgp: replaying %d announcement(s) to %s", len(lines), neighbor or "all")
             self._send(session, lines)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: _Writer) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         """Speak with one connected ExaBGP until it goes away."""
         old = self._session
         if old is not None:
             old.fail_pending()
             old.writer.close()
-        session = _Session(writer)
+        session = AckSession(writer)
         self._session = session
         self._connected.set()
         # A fresh ExaBGP (or relay) may have lost what we announced: give it everything.
@@ -314,7 +285,7 @@ class ExaBgpAdapter:
             self._event(BgpNeighborDown(tunnel=self._tunnel_of[neighbor], at=self._clock()))
         self._up.clear()
 
-    def _handle(self, session: _Session, line: str) -> bool:
+    def _handle(self, session: AckSession, line: str) -> bool:
         """Act on one line from ExaBGP; True when ExaBGP says it is shutting down."""
         if not line.strip():
             return False
@@ -374,8 +345,8 @@ class ExaBgpAdapter:
     # -- supervise mode: we start ExaBGP ---------------------------------------------
 
     async def _supervise(self) -> None:
+        prepare_workdir(self._supervisor.workdir)
         try:
-            self._workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.socket_path.unlink(missing_ok=True)
         except OSError as exc:
             raise AdapterError(f"exabgp workdir {self._workdir}: {exc.strerror}") from exc
@@ -389,77 +360,11 @@ class ExaBgpAdapter:
         server = await asyncio.start_unix_server(
             on_connection, path=str(self.socket_path), limit=1 << 20
         )
-        delay = _RESTART_MIN_S
         try:
+            # The workdir already keeps others out; the socket should not depend on the umask.
+            os.chmod(self.socket_path, 0o600)
             async with server:
-                while True:
-                    started = self._clock()
-                    rc = await self._run_exabgp_once()
-                    if self._closing:
-                        return
-                    if self._restart_now:
-                        self._restart_now = False
-                        delay = _RESTART_MIN_S
-                        continue
-                    if self._clock() - started > _RESTART_MAX_S:
-                        delay = _RESTART_MIN_S
-                    log.warning("exabgp exited with status %s; restarting in %.1fs", rc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _RESTART_MAX_S)
+                await self._supervisor.run(self._start_text)
         finally:
-            await self._stop_exabgp()
             with contextlib.suppress(OSError):
                 self.socket_path.unlink()
-
-    async def _run_exabgp_once(self) -> int:
-        text = self._conf_text()
-        try:
-            self._conf_path.write_text(text)
-        except OSError as exc:
-            raise AdapterError(f"cannot write {self._conf_path}: {exc.strerror}") from exc
-        env = {**os.environ, **exabgp_env()}
-        cmd = [*self._executable, str(self._conf_path)]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise AdapterError(f"cannot start exabgp ({shlex.join(cmd)}): {exc}") from exc
-        self._process = proc
-        log.info("started exabgp (pid %d): %s", proc.pid, shlex.join(cmd))
-        tail: collections.deque[str] = collections.deque(maxlen=20)
-        assert proc.stdout is not None
-        async for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            tail.append(line)
-            log.debug("exabgp: %s", line)
-        rc = await proc.wait()
-        self._process = None
-        if rc != 0 and not self._restart_now:
-            for line in tail:
-                log.warning("exabgp output: %s", line)
-        return rc
-
-    def _terminate(self) -> None:
-        proc = self._process
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-
-    async def _stop_exabgp(self) -> None:
-        proc = self._process
-        if proc is None or proc.returncode is not None:
-            return
-        self._terminate()
-        try:
-            async with asyncio.timeout(_STOP_WAIT_S):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()

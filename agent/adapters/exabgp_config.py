@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.config import Config
 
@@ -18,8 +18,14 @@ __all__ = ["PROCESS_NAME", "exabgp_conf", "exabgp_env"]
 PROCESS_NAME = "vti-failover"
 
 
-def exabgp_conf(cfg: Config, run: Sequence[str]) -> str:
-    """The exabgp.conf text for `cfg`, with `run` as the API process's command line."""
+def exabgp_conf(
+    cfg: Config, run: Sequence[str], routes: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """The exabgp.conf text for `cfg`, with `run` as the API process's command line.
+
+    `routes` maps a neighbor address to `route ...` statements it starts with (see
+    `static` below).
+    """
     if cfg.bgp is None:
         raise ValueError("exabgp needs a bgp section in the config")
     bgp = cfg.bgp
@@ -54,6 +60,23 @@ def exabgp_conf(cfg: Config, run: Sequence[str]) -> str:
             "        ipv4 unicast;",
             "        ipv6 unicast;",
             "    }",
+        ]
+        if bgp.graceful_restart_s:
+            # RFC 4724: the peer keeps our routes as stale while exabgp restarts, and drops
+            # the ones not sent again before our End-of-RIB.
+            lines += [
+                "    capability {",
+                f"        graceful-restart {bgp.graceful_restart_s};",
+                "    }",
+            ]
+        if routes and routes.get(str(neighbor)):
+            # What the agent announces at the moment exabgp starts: in its RIB before any
+            # session is up, so it is sent ahead of exabgp's End-of-RIB. Through the API it
+            # would race the session, and a peer in graceful restart drops what misses it.
+            lines.append("    static {")
+            lines += [f"        {r};" for r in routes[str(neighbor)]]
+            lines.append("    }")
+        lines += [
             "    api {",
             f"        processes [ {PROCESS_NAME} ];",
             "        neighbor-changes;",

@@ -43,6 +43,9 @@ class BgpSettings(FrozenModel):
     peer_as: Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
     router_id: ipaddress.IPv4Address
     hold_time_s: Annotated[int, Field(ge=3, le=65535)] = 9
+    # RFC 4724 restart time announced to the peers: they keep our routes (stale) this long
+    # while exabgp or the agent restarts. 0 = off; the field on the wire has 12 bits.
+    graceful_restart_s: Annotated[int, Field(ge=0, le=4095)] = 120
     # The tunnel carrying traffic and a healthy standby announce with these.
     active: AttributeSet = AttributeSet(med=100)
     standby: AttributeSet = AttributeSet(med=200, as_path_prepend=2)

@@ -1,16 +1,21 @@
-"""Two namespaces joined by two veth pairs (stand-ins for two tunnels), a BIRD peer, configs."""
+"""Two namespaces joined by two veth pairs (stand-ins for two tunnels), a BIRD peer, configs,
+and the ExaBGP adapter running in supervise mode inside the test's event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from agent.adapters.exabgp import ExaBgpAdapter
 from agent.config import Config, parse_config
+from agent.core.events import Event
 from tests.support.bird import Bird, bird, site_b_config
 from tests.support.system import netns, require_tool, run
 
@@ -84,7 +89,9 @@ def bird_peer(topo: Topology, tmp_path: Path) -> Iterator[Bird]:
         yield b
 
 
-def agent_config(topo: Topology, workdir: Path, mode: str = "supervise") -> Config:
+def agent_config(
+    topo: Topology, workdir: Path, mode: str = "supervise", graceful_restart_s: int = 120
+) -> Config:
     text = f"""
 agent_id: site-a
 tunnels:
@@ -107,6 +114,7 @@ bgp:
   local_as: 65001
   peer_as: 65002
   router_id: 10.1.0.1
+  graceful_restart_s: {graceful_restart_s}
 exabgp:
   mode: {mode}
   executable: ip netns exec {topo.ns_a} {EXABGP}
@@ -114,3 +122,43 @@ exabgp:
   ack_timeout_s: 5
 """
     return parse_config(text)
+
+
+@dataclass
+class Running:
+    adapter: ExaBgpAdapter
+    events: list[Event]
+
+    async def wait_event(self, what: Callable[[Event], bool], timeout: float = 30.0) -> Event:
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if what(e):
+                    return e
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching event in {timeout}s; got {self.events}")
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def supervised(
+    topo: Topology, workdir: Path, cfg: Config | None = None
+) -> AsyncIterator[Running]:
+    """The adapter with its link (which starts ExaBGP) and its event source running."""
+    adapter = ExaBgpAdapter(cfg if cfg is not None else agent_config(topo, workdir))
+    events: list[Event] = []
+    link = asyncio.create_task(adapter.run())
+    source = asyncio.create_task(adapter.run(events.append))
+    try:
+        async with asyncio.timeout(20):
+            await adapter.wait_connected()
+        yield Running(adapter, events)
+    finally:
+        source.cancel()
+        link.cancel()
+        await asyncio.gather(link, source, return_exceptions=True)
+        await adapter.close(cleanup=False)
+
+
+async def until(bird: Bird, what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+    await asyncio.to_thread(bird.wait_for, what, check, timeout)

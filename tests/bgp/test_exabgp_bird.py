@@ -8,68 +8,22 @@ emitted (what the core would see).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from agent.adapters.exabgp import ExaBgpAdapter
 from agent.core.actions import AnnouncePrefix, WithdrawPrefix
-from agent.core.events import (
-    BgpNeighborDown,
-    BgpNeighborUp,
-    BgpRoutesChanged,
-    Event,
-)
-from tests.bgp.conftest import REMOTE4, REMOTE6, Topology, agent_config
+from agent.core.events import BgpNeighborDown, BgpNeighborUp, BgpRoutesChanged
+from tests.bgp.conftest import REMOTE4, REMOTE6, Topology, agent_config, supervised, until
 from tests.support.bird import Bird
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
 SITE = "10.1.0.0/24"
 N1, N2 = Topology.peer(1), Topology.peer(2)
-
-
-@dataclass
-class Running:
-    adapter: ExaBgpAdapter
-    events: list[Event]
-
-    async def wait_event(self, what: Callable[[Event], bool], timeout: float = 30.0) -> Event:
-        deadline = time.monotonic() + timeout
-        while True:
-            for e in self.events:
-                if what(e):
-                    return e
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no matching event in {timeout}s; got {self.events}")
-            await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def supervised(topo: Topology, workdir: Path) -> AsyncIterator[Running]:
-    adapter = ExaBgpAdapter(agent_config(topo, workdir))
-    events: list[Event] = []
-    link = asyncio.create_task(adapter.run())
-    source = asyncio.create_task(adapter.run(events.append))
-    try:
-        async with asyncio.timeout(20):
-            await adapter.wait_connected()
-        yield Running(adapter, events)
-    finally:
-        source.cancel()
-        link.cancel()
-        await asyncio.gather(link, source, return_exceptions=True)
-        await adapter.close(cleanup=False)
-
-
-async def until(bird: Bird, what: str, check: Callable[[], bool], timeout: float = 30) -> None:
-    await asyncio.to_thread(bird.wait_for, what, check, timeout)
 
 
 def active(neighbor: str, tunnel: str, prefix: str = SITE) -> AnnouncePrefix:
@@ -143,9 +97,7 @@ async def test_learned_routes_and_neighbor_state_become_events(
         for tunnel in ("tun1", "tun2"):
             await r.wait_event(
                 lambda e, t=tunnel: (
-                    isinstance(e, BgpRoutesChanged)
-                    and e.tunnel == t
-                    and REMOTE4 in e.withdrawn
+                    isinstance(e, BgpRoutesChanged) and e.tunnel == t and REMOTE4 in e.withdrawn
                 )
             )
 
@@ -160,7 +112,35 @@ async def test_learned_routes_and_neighbor_state_become_events(
         assert not any(isinstance(e, BgpNeighborDown) and e.tunnel == "tun2" for e in r.events)
 
 
-async def test_exabgp_killed_is_restarted_and_announcements_come_back(
+def _sample_outage(bird: Bird, protocols: tuple[str, ...], timeout: float) -> tuple[int, int]:
+    """Poll BIRD through one ExaBGP restart: (samples without our prefix, samples in all).
+
+    Ends once every protocol is back up with its graceful restart over (fresh routes).
+    """
+    missing = samples = 0
+    deadline = time.monotonic() + timeout
+    seen_restart = False
+    while True:
+        samples += 1
+        if any(bird.route(SITE, p) is None for p in protocols):
+            missing += 1
+        restarting = [p for p in protocols if bird.graceful_restart_active(p)]
+        seen_restart = seen_restart or bool(restarting)
+        if (
+            seen_restart
+            and not restarting
+            and all(bird.protocol_state(p) == "Established" for p in protocols)
+        ):
+            return missing, samples
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"graceful restart not over in {timeout}s\n"
+                + bird.birdc("show", "protocols", "all")
+            )
+        time.sleep(0.02)
+
+
+async def test_exabgp_killed_peer_keeps_our_routes_stale_then_fresh(
     topo: Topology, bird_peer: Bird, tmp_path: Path
 ) -> None:
     async with supervised(topo, tmp_path / "exabgp") as r:
@@ -171,13 +151,48 @@ async def test_exabgp_killed_is_restarted_and_announcements_come_back(
             lambda: bool(bird_peer.route(SITE, "tun1") and bird_peer.route(SITE, "tun2")),
         )
         await r.wait_event(lambda e: isinstance(e, BgpNeighborUp) and e.tunnel == "tun2")
-        proc = r.adapter._process
-        assert proc is not None
+        pid = r.adapter.exabgp_pid
+        assert pid is not None
         r.events.clear()
-        os.killpg(proc.pid, signal.SIGKILL)  # no goodbye: BIRD sees the TCP session die
+        killed = time.monotonic()
+        os.killpg(pid, signal.SIGKILL)  # no goodbye: BIRD sees the TCP session die
+        # BIRD, a graceful-restart helper by default, keeps both paths while exabgp is away
+        # and until the new one's End-of-RIB, which follows our announcements.
+        missing, samples = await asyncio.to_thread(_sample_outage, bird_peer, ("tun1", "tun2"), 40)
+        fresh = time.monotonic()
+        up = await r.wait_event(lambda e: isinstance(e, BgpNeighborUp) and e.tunnel == "tun1")
+        print(
+            f"\nexabgp killed -> session up {up.at - killed:.2f}s, "
+            f"up -> routes fresh <= {fresh - up.at:.2f}s; "
+            f"prefix missing in {missing} of {samples} samples"
+        )
+        assert missing == 0
+        assert fresh - up.at < 2.0
+        two = bird_peer.route(SITE, "tun2")
+        assert two is not None
+        assert two.as_path == (65001, 65001, 65001)
+        assert r.adapter.exabgp_pid not in (None, pid)
+
+
+async def test_without_graceful_restart_the_peer_drops_routes_until_exabgp_is_back(
+    topo: Topology, bird_peer: Bird, tmp_path: Path
+) -> None:
+    cfg = agent_config(topo, tmp_path / "exabgp", graceful_restart_s=0)
+    async with supervised(topo, tmp_path / "exabgp", cfg) as r:
+        await r.adapter.apply([active(N1, "tun1"), standby(N2, "tun2")])
+        await until(
+            bird_peer,
+            "announcements",
+            lambda: bool(bird_peer.route(SITE, "tun1") and bird_peer.route(SITE, "tun2")),
+        )
+        await r.wait_event(lambda e: isinstance(e, BgpNeighborUp) and e.tunnel == "tun2")
+        pid = r.adapter.exabgp_pid
+        assert pid is not None
+        r.events.clear()
+        os.killpg(pid, signal.SIGKILL)
         await r.wait_event(lambda e: isinstance(e, BgpNeighborDown) and e.tunnel == "tun1")
         await until(bird_peer, "routes gone", lambda: bird_peer.route(SITE, "tun1") is None, 15)
-        # A new ExaBGP knows nothing: the adapter replays what the core asked for.
+        # A new ExaBGP starts with what the core asked for.
         await r.wait_event(lambda e: isinstance(e, BgpNeighborUp) and e.tunnel == "tun1", 40)
         await until(
             bird_peer,
@@ -189,5 +204,4 @@ async def test_exabgp_killed_is_restarted_and_announcements_come_back(
             ),
             40,
         )
-        assert r.adapter._process is not None
-        assert r.adapter._process.pid != proc.pid
+        assert r.adapter.exabgp_pid not in (None, pid)

@@ -162,6 +162,10 @@ class Bird:
                 return parts[5] if len(parts) > 5 else parts[3]
         return "?"
 
+    def graceful_restart_active(self, name: str) -> bool:
+        """True while BIRD keeps the routes of a restarting neighbor as stale (RFC 4724)."""
+        return "Neighbor graceful restart active" in self.birdc("show", "protocols", "all", name)
+
     def wait_for(
         self, what: str, check: Callable[[], bool], timeout: float = 30.0, every: float = 0.2
     ) -> None:
