@@ -52,10 +52,15 @@ def make_config(
         "probation_after_s": 10,
     }
     pol.update(policy)
+    tunnels = tunnels if tunnels is not None else [tunnel(i + 1) for i in range(n_tunnels)]
+    # The IPv6 site prefix only where an IPv6 session can announce it (a config check).
+    site = ["10.1.0.0/24"]
+    if any(":" in str(t.get("bgp_neighbor", "")) for t in tunnels):
+        site.append("2001:db8:a::/48")
     raw: dict[str, Any] = {
         "agent_id": "site-a",
-        "tunnels": tunnels if tunnels is not None else [tunnel(i + 1) for i in range(n_tunnels)],
-        "site_prefixes": ["10.1.0.0/24", "2001:db8:a::/48"],
+        "tunnels": tunnels,
+        "site_prefixes": site,
         "remote_prefixes": {"static": ["10.2.0.0/24"], "learned_from_bgp": bgp and learned},
         "policy": pol,
         "netlink": {"nexthop_groups": groups},

@@ -52,8 +52,7 @@ def test_failover_never_leaves_the_prefix_without_a_path() -> None:
     assert router.links["vti1"] is False
     # Exactly what a router needs, in make-before-break order: the new carrier's route
     # replaces the old at metric 10, announcements move, then the old side is torn down.
-    # The IPv6 site prefix is not announced over these IPv4 sessions (next-hop self has no
-    # IPv6 address to give), so one announcement moves and one is withdrawn.
+    # One site prefix: one announcement moves and one is withdrawn.
     assert [type(a).__name__ for a in sim.routing()] == [
         "InstallRoute",
         "AnnouncePrefix",

@@ -46,7 +46,8 @@ def test_learned_prefix_is_routed_via_the_tunnel_that_learned_it() -> None:
 
 
 def test_learned_prefix_inside_a_site_prefix_is_ignored() -> None:
-    sim = started()
+    # An IPv6 session on tun2, so the site has an IPv6 prefix too.
+    sim = started(tunnels=[tunnel(1), tunnel(2, bgp_neighbor="2001:db8:ff::2")])
     sim.step(ev.BgpRouteLearned(tunnel="tun1", prefix="10.1.0.128/25"))
     sim.step(ev.BgpRouteLearned(tunnel="tun1", prefix="2001:db8:a:1::/64"))
     sim.step(ev.BgpRouteLearned(tunnel="tun1", prefix="10.1.0.0/24"))

@@ -1,0 +1,249 @@
+"""Three tunnels (tun1 > tun2 > tun3): where traffic goes as they fail and come back.
+
+The rule (agent.core.policy): a tunnel back from DOWN is *proven* once it has been usable
+for the preempt hold-down; until then it has no route and no announcement, and carries
+only as a stand-in when nothing proven is usable. A failover goes to the best proven
+tunnel; a preemption to the best tunnel better than the carrier that has been healthy
+for the hold-down, so traffic climbs back one tunnel at a time as each one is ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from agent.core import actions as act
+from agent.core import events as ev
+
+from .sim import FakeRouter, Sim, make_config, tunnel
+
+REMOTE = "10.2.0.0/24"
+SITE = "10.1.0.0/24"
+CUT_ALL_BUT_TUN3 = ((10, "cut", "tun1"), (10, "cut", "tun2"))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    # (time, "cut" | "repair", tunnel): a cut removes the SA, a repair brings it back and
+    # `rise` probes answer, 0.2 s apart (UP 0.6 s after the repair).
+    script: tuple[tuple[float, str, str], ...]
+    # (time, interfaces routing the remote prefix, best metric first): "" when none.
+    routed: tuple[tuple[float, str], ...]
+    # (kind, from, to) of every alert after the start.
+    alerts: tuple[tuple[str, str, str], ...]
+    policy: dict[str, Any] = field(default_factory=dict)
+
+
+CASES = [
+    Case(
+        "tun2 back, then tun1 10 s later: tun3 -> tun2 -> tun1, each after its own hold-down",
+        (*CUT_ALL_BUT_TUN3, (20, "repair", "tun2"), (30, "repair", "tun1")),
+        (
+            (15, "vti3"),
+            (50.5, "vti3"),  # tun2 up since 20.6: no route of any kind yet
+            (50.7, "vti2 vti3"),
+            (60.5, "vti2 vti3"),
+            (60.7, "vti1 vti2 vti3"),
+        ),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("failback", "tun3", "tun2"),
+            ("failback", "tun2", "tun1"),
+        ),
+    ),
+    Case(
+        "tun1 back first: straight to tun1, tun2 never carries",
+        (*CUT_ALL_BUT_TUN3, (20, "repair", "tun1"), (30, "repair", "tun2")),
+        ((50.5, "vti3"), (50.7, "vti1 vti3"), (60.7, "vti1 vti2 vti3")),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("failback", "tun3", "tun1"),
+        ),
+    ),
+    Case(
+        "tun1 and tun2 back within a second: one move, to tun1",
+        (*CUT_ALL_BUT_TUN3, (20, "repair", "tun1"), (20.1, "repair", "tun2")),
+        # tun1 is UP at 20.6, tun2 (probed after it) at 21.2: each proven 30 s later.
+        ((50.5, "vti3"), (50.7, "vti1 vti3"), (51.3, "vti1 vti2 vti3")),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("failback", "tun3", "tun1"),
+        ),
+    ),
+    Case(
+        "tun1 back just before tun2's hold-down ends: tun2 takes over, then tun1",
+        (*CUT_ALL_BUT_TUN3, (20, "repair", "tun2"), (49, "repair", "tun1")),
+        ((50.7, "vti2 vti3"), (79.5, "vti2 vti3"), (79.7, "vti1 vti2 vti3")),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("failback", "tun3", "tun2"),
+            ("failback", "tun2", "tun1"),
+        ),
+    ),
+    Case(
+        "tun2 cut again on its way back: tun3 keeps traffic until tun1 is ready",
+        (
+            *CUT_ALL_BUT_TUN3,
+            (20, "repair", "tun2"),
+            (30, "repair", "tun1"),
+            (40, "cut", "tun2"),
+            (45, "repair", "tun2"),
+        ),
+        ((50.7, "vti3"), (60.7, "vti1 vti3"), (75.7, "vti1 vti2 vti3")),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("failback", "tun3", "tun1"),
+        ),
+    ),
+    Case(
+        "the carrier fails while a better tunnel is unproven: the best proven one takes over",
+        ((10, "cut", "tun1"), (20, "repair", "tun1"), (30, "cut", "tun2")),
+        ((25, "vti2 vti3"), (30.1, "vti3"), (50.5, "vti3"), (50.7, "vti1 vti3")),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("failback", "tun3", "tun1"),
+        ),
+    ),
+    Case(
+        "without preemption traffic stays on tun3; the others stand by once proven",
+        (*CUT_ALL_BUT_TUN3, (20, "repair", "tun2"), (30, "repair", "tun1")),
+        ((50.7, "vti3 vti2"), (60.7, "vti3 vti1 vti2"), (500, "vti3 vti1 vti2")),
+        (("failover", "tun1", "tun2"), ("failover", "tun2", "tun3")),
+        {"preempt": False},
+    ),
+    Case(
+        "all down, tun3 back: it carries at once, then tun1 takes over after its hold-down",
+        (
+            *CUT_ALL_BUT_TUN3,
+            (11, "cut", "tun3"),
+            (20, "repair", "tun3"),
+            (25, "repair", "tun1"),
+        ),
+        ((15, ""), (20.7, "vti3"), (55.5, "vti3"), (55.7, "vti1 vti3")),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("both-down", "tun3", "-"),
+            ("recovered", "-", "tun3"),
+            ("failback", "tun3", "tun1"),
+        ),
+    ),
+    Case(
+        "all down, tun2 back, then tun1: tun2 stands in unproven, tun1 preempts when ready",
+        (
+            *CUT_ALL_BUT_TUN3,
+            (11, "cut", "tun3"),
+            (20, "repair", "tun2"),
+            (30, "repair", "tun1"),
+        ),
+        ((20.7, "vti2"), (50.7, "vti2"), (60.5, "vti2"), (60.7, "vti1 vti2")),
+        (
+            ("failover", "tun1", "tun2"),
+            ("failover", "tun2", "tun3"),
+            ("both-down", "tun3", "-"),
+            ("recovered", "-", "tun2"),
+            ("failback", "tun2", "tun1"),
+        ),
+    ),
+]
+
+
+def three(**policy: Any) -> Sim:
+    return Sim(make_config(tunnels=[tunnel(1), tunnel(2), tunnel(3, priority=300)], **policy))
+
+
+def routed(router: FakeRouter) -> str:
+    """The remote prefix's routes as the kernel would use them: interfaces, best first."""
+    found = sorted(
+        (r for r in router.routes.values() if r.prefix == REMOTE), key=lambda r: r.metric
+    )
+    return " ".join(h.interface for r in found for h in r.nexthops)
+
+
+def play(case: Case) -> tuple[Sim, FakeRouter, list[tuple[float, str, str]]]:
+    sim = three(**case.policy)
+    sim.bring_up(("tun1", "tun2", "tun3"))
+    router = FakeRouter()
+    for _, a in sim.log:
+        router.apply(a)
+    start = len(sim.log)
+    seen: list[tuple[float, str, str]] = []
+    todo = sorted(
+        [(t, 0, kind, name) for t, kind, name in case.script]
+        + [(t, 1, want, "") for t, want in case.routed]
+    )
+
+    def catch_up() -> None:
+        nonlocal start
+        for _, a in sim.log[start:]:
+            router.apply(a)
+        start = len(sim.log)
+
+    for t, check, what, name in todo:
+        sim.advance(t)
+        catch_up()
+        if check:
+            seen.append((t, what, routed(router)))
+        elif what == "cut":
+            sim.step(ev.ChildSaDown(tunnel=name, at=sim.now))
+        else:
+            sim.step(ev.ChildSaUp(tunnel=name, at=sim.now))
+            sim.probes(name, sim.cfg.policy.rise)
+        catch_up()
+    return sim, router, seen
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_three_tunnels_come_back_in_order(case: Case) -> None:
+    sim, router, seen = play(case)
+    assert [(t, got) for t, _, got in seen] == [(t, want) for t, want, _ in seen]
+    alerts = [
+        (a.kind, ",".join(a.from_tunnels) or "-", ",".join(a.to_tunnels) or "-")
+        for _, a in sim.log
+        if isinstance(a, act.PublishAlert)
+    ]
+    assert alerts == list(case.alerts)
+    # BGP says the same as the FIB: the carrier announces best, unproven tunnels not at all.
+    carrier = sim.state.carriers[0] if sim.state.carriers else None
+    assert router.best_announcer(SITE) == carrier
+    announced = {a.tunnel for a in router.adj_out.values()}
+    assert announced == set(sim.state.carriers) | set(sim.state.standbys)
+
+
+def test_both_down_is_a_defined_state_with_nothing_routed_or_announced() -> None:
+    sim, router, _ = play(CASES[-1])
+    sim2 = three()
+    sim2.bring_up(("tun1", "tun2", "tun3"))
+    for name in ("tun1", "tun2", "tun3"):
+        sim2.step(ev.ChildSaDown(tunnel=name, at=sim2.now))
+    assert sim2.state.both_down
+    assert sim2.state.carriers == ()
+    assert sim2.state.asked.routes == frozenset()
+    assert sim2.state.asked.announcements == {}
+    assert not any(r.carrying for r in sim2.state.reported.values())
+    assert {n: s.health for n, s in sim2.state.reported.items()} == dict.fromkeys(
+        ("tun1", "tun2", "tun3"), "DOWN"
+    )
+    # Recovered from it (the case above): the stand-in is reported carrying, not standby.
+    assert sim.state.reported["tun1"].carrying
+    assert router.via(REMOTE) == {"vti1"}
+
+
+def test_a_standby_that_turns_lossy_keeps_its_route_and_a_lossy_carrier_gets_none() -> None:
+    sim = three()
+    sim.bring_up(("tun1", "tun2", "tun3"))
+    sim.probes("tun3", 1, rtt=400.0)  # a standby turns slow: it keeps its standby route
+    assert sim.state.standbys == ("tun2", "tun3")
+    sim.probes("tun1", 1, rtt=400.0)  # the carrier turns slow: it stands down, no role
+    assert sim.state.carriers == ("tun2",)
+    assert sim.state.standbys == ("tun3",)
+    assert sim.state.reported["tun1"].metric is None
