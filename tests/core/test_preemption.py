@@ -16,6 +16,7 @@ import pytest
 
 from agent.core import actions as act
 from agent.core import events as ev
+from agent.core.engine import next_deadline
 
 from .sim import FakeRouter, Sim, make_config, tunnel
 
@@ -219,23 +220,19 @@ def test_three_tunnels_come_back_in_order(case: Case) -> None:
     assert announced == set(sim.state.carriers) | set(sim.state.standbys)
 
 
-def test_both_down_is_a_defined_state_with_nothing_routed_or_announced() -> None:
-    sim, router, _ = play(CASES[-1])
-    sim2 = three()
-    sim2.bring_up(("tun1", "tun2", "tun3"))
+def test_all_down_is_a_defined_state_with_nothing_routed_or_announced() -> None:
+    sim = three()
+    sim.bring_up(("tun1", "tun2", "tun3"))
     for name in ("tun1", "tun2", "tun3"):
-        sim2.step(ev.ChildSaDown(tunnel=name, at=sim2.now))
-    assert sim2.state.both_down
-    assert sim2.state.carriers == ()
-    assert sim2.state.asked.routes == frozenset()
-    assert sim2.state.asked.announcements == {}
-    assert not any(r.carrying for r in sim2.state.reported.values())
-    assert {n: s.health for n, s in sim2.state.reported.items()} == dict.fromkeys(
-        ("tun1", "tun2", "tun3"), "DOWN"
-    )
-    # Recovered from it (the case above): the stand-in is reported carrying, not standby.
-    assert sim.state.reported["tun1"].carrying
-    assert router.via(REMOTE) == {"vti1"}
+        sim.step(ev.ChildSaDown(tunnel=name, at=sim.now))
+    assert sim.state.both_down
+    assert sim.state.carriers == sim.state.standbys == ()
+    assert sim.state.asked.routes == frozenset()
+    assert sim.state.asked.announcements == {}
+    assert not any(r.carrying for r in sim.state.reported.values())
+    assert {r.health for r in sim.state.reported.values()} == {"DOWN"}
+    # Nothing is due: the agent waits for evidence, it does not poll its own state.
+    assert next_deadline(sim.state, sim.now) is None
 
 
 def test_a_standby_that_turns_lossy_keeps_its_route_and_a_lossy_carrier_gets_none() -> None:
@@ -243,7 +240,8 @@ def test_a_standby_that_turns_lossy_keeps_its_route_and_a_lossy_carrier_gets_non
     sim.bring_up(("tun1", "tun2", "tun3"))
     sim.probes("tun3", 1, rtt=400.0)  # a standby turns slow: it keeps its standby route
     assert sim.state.standbys == ("tun2", "tun3")
+    assert sim.state.reported["tun3"].metric == 101
     sim.probes("tun1", 1, rtt=400.0)  # the carrier turns slow: it stands down, no role
     assert sim.state.carriers == ("tun2",)
-    assert sim.state.standbys == ("tun3",)
+    assert sim.state.reported["tun3"].metric == 100
     assert sim.state.reported["tun1"].metric is None
