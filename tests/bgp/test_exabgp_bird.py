@@ -107,8 +107,18 @@ async def test_learned_routes_and_neighbor_state_become_events(
         await r.wait_event(lambda e: isinstance(e, BgpNeighborDown) and e.tunnel == "tun1")
         assert bird_peer.route(SITE, "tun1") is None
         bird_peer.birdc("enable", "tun1")
-        await r.wait_event(lambda e: isinstance(e, BgpNeighborUp) and e.tunnel == "tun1")
-        await until(bird_peer, "re-announcement", lambda: bird_peer.route(SITE, "tun1") is not None)
+        up = await r.wait_event(lambda e: isinstance(e, BgpNeighborUp) and e.tunnel == "tun1")
+        await asyncio.to_thread(
+            bird_peer.wait_for,
+            "re-announcement",
+            lambda: bird_peer.route(SITE, "tun1") is not None,
+            30,
+            0.02,
+        )
+        # Loose: up is when the event was seen (50 ms polling), BIRD is polled every 20 ms.
+        took = time.monotonic() - up.at
+        print(f"\nsession up -> our prefix at the peer <= {took:.2f}s")
+        assert took < 2.0
         assert not any(isinstance(e, BgpNeighborDown) and e.tunnel == "tun2" for e in r.events)
 
 
