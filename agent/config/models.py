@@ -7,25 +7,32 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyAddress, IPvAnyNetwork, model_validator
+from pydantic import Field, IPvAnyAddress, model_validator
 
 from agent.config.problems import FieldProblemsError, Problem, raise_if, repeats
+from agent.config.rules import config_problems
 from agent.config.scalars import (
-    TOPIC_PREFIX_PATTERN,
     BothDown,
     Community,
     FrozenModel,
+    HostName,
     IPAddress,
+    IPNetwork,
+    IPv4Address,
     LinkControl,
     Name,
     PolicyMode,
+    RouteProtocol,
+    RouteTable,
     Seconds,
+    ShellCommand,
+    TopicPrefix,
 )
 from agent.config.tunnel import Tunnel
 
 
 class RemotePrefixes(FrozenModel):
-    static: tuple[IPvAnyNetwork, ...] = ()
+    static: tuple[IPNetwork, ...] = ()
     # Install the prefixes each tunnel's BGP neighbor announces, via that tunnel.
     learned_from_bgp: bool = False
 
@@ -41,7 +48,7 @@ class AttributeSet(FrozenModel):
 class BgpSettings(FrozenModel):
     local_as: Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
     peer_as: Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
-    router_id: ipaddress.IPv4Address
+    router_id: IPv4Address
     hold_time_s: Annotated[int, Field(ge=3, le=65535)] = 9
     # RFC 4724 restart time announced to the peers: they keep our routes (stale) this long
     # while exabgp or the agent restarts. 0 = off; the field on the wire has 12 bits.
@@ -61,7 +68,7 @@ class ExaBgpSettings(FrozenModel):
     mode: Literal["supervise", "process"] = "supervise"
     # supervise only: the command starting exabgp, split like a shell would
     # (e.g. "ip netns exec site-a exabgp" to run it in another namespace).
-    executable: str = Field(default="exabgp", min_length=1)
+    executable: ShellCommand = "exabgp"
     # supervise only: where the generated exabgp.conf and the API socket live.
     workdir: Path = Path("/run/vti-failover/exabgp")
     # How long an announce/withdraw may wait for exabgp's done/error before it is an error.
@@ -126,7 +133,7 @@ class Policy(FrozenModel):
     # for when the carrier's routes vanish with its link before the agent acts. More ranks
     # only cost route writes on every failover (each rank shifts), so the rest get none.
     standby_routes: Annotated[int, Field(ge=0, le=64)] = 2
-    table: Annotated[int, Field(ge=1, le=0xFFFFFFFF)] = 254
+    table: RouteTable = 254
     # Only on exit: remove our routes and withdraw announcements (default: leave them).
     cleanup_on_exit: bool = False
 
@@ -175,9 +182,9 @@ class TlsSettings(FrozenModel):
 
 class MqttSettings(FrozenModel):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: HostName = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
-    topic_prefix: str = Field(default="vti-failover", pattern=TOPIC_PREFIX_PATTERN)
+    topic_prefix: TopicPrefix = "vti-failover"
     username: str | None = None
     # Secrets come from a file or an environment variable, never from this file.
     password_file: Path | None = None
@@ -223,7 +230,7 @@ class NetlinkSettings(FrozenModel):
     # The routing-protocol id on every route the agent installs; it changes only routes
     # carrying it. Name it for `ip route`: echo "157 vti-failover" >
     # /etc/iproute2/rt_protos.d/vti-failover.conf. 0-4 are the kernel's own.
-    route_protocol: Annotated[int, Field(ge=5, le=255)] = 157
+    route_protocol: RouteProtocol = 157
     # Read our routes back this often when nothing else happened, and repair what is missing.
     resync_interval_s: Seconds = 30.0
     # Routes point at kernel nexthop groups the agent owns (kernel >= 5.3), so a failover
@@ -235,7 +242,7 @@ class NetlinkSettings(FrozenModel):
 class Config(FrozenModel):
     agent_id: Name
     tunnels: tuple[Tunnel, ...] = Field(min_length=1)
-    site_prefixes: tuple[IPvAnyNetwork, ...] = ()
+    site_prefixes: tuple[IPNetwork, ...] = ()
     remote_prefixes: RemotePrefixes = RemotePrefixes()
     bgp: BgpSettings | None = None
     exabgp: ExaBgpSettings = ExaBgpSettings()
@@ -316,6 +323,7 @@ class Config(FrozenModel):
                         "side's",
                     )
                 )
+        problems += config_problems(self)
         raise_if(problems)
         return self
 
