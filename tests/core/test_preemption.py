@@ -13,15 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from agent.core import actions as act
+from agent.core import dampening as damp
 from agent.core import events as ev
 from agent.core.engine import next_deadline
+from agent.core.health import Health
+from agent.core.policy import preference
 
 from .sim import FakeRouter, Sim, make_config, tunnel
 
 REMOTE = "10.2.0.0/24"
 SITE = "10.1.0.0/24"
+NAMES = ("tun1", "tun2", "tun3")
 CUT_ALL_BUT_TUN3 = ((10, "cut", "tun1"), (10, "cut", "tun2"))
 
 
@@ -245,3 +251,155 @@ def test_a_standby_that_turns_lossy_keeps_its_route_and_a_lossy_carrier_gets_non
     assert sim.state.carriers == ("tun2",)
     assert sim.state.reported["tun3"].metric == 100
     assert sim.state.reported["tun1"].metric is None
+
+
+# --- the rule over random histories ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a tunnel's health: cut (SA gone), repaired (SA and `rise` answers),
+    slow or fast answers, a few lost probes, a drain or an undrain."""
+
+    dt: float
+    tunnel: str
+    kind: str
+
+    def events(self, at: float, rise: int) -> list[ev.Event]:
+        t = self.tunnel
+        match self.kind:
+            case "cut":
+                return [ev.ChildSaDown(tunnel=t, at=at)]
+            case "repaired":
+                ok = ev.ProbeSucceeded(tunnel=t, rtt_ms=5.0, at=at)
+                return [ev.ChildSaUp(tunnel=t, at=at), *[ok] * rise]
+            case "slow":
+                return [ev.ProbeSucceeded(tunnel=t, rtt_ms=400.0, at=at)]
+            case "fast":
+                return [ev.ProbeSucceeded(tunnel=t, rtt_ms=5.0, at=at)]
+            case "lost":
+                return [ev.ProbeLost(tunnel=t, at=at)] * 2
+            case "drain":
+                return [ev.AdminDisabled(tunnel=t, at=at)]
+            case _:
+                return [ev.AdminEnabled(tunnel=t, at=at)]
+
+
+TURNS = (
+    "cut",
+    "cut",
+    "repaired",
+    "repaired",
+    "repaired",
+    "slow",
+    "fast",
+    "lost",
+    "drain",
+    "undrain",
+)
+histories = st.lists(
+    st.builds(
+        Turn,
+        dt=st.sampled_from([0.0, 0.2, 1.0, 5.0, 10.0, 20.0, 31.0]),
+        tunnel=st.sampled_from(NAMES),
+        kind=st.sampled_from(TURNS),
+    ),
+    max_size=40,
+)
+# The issue's case: tun1 and tun2 cut, tun2 repaired, tun1 10 s later.
+ISSUE = [
+    Turn(1.0, "tun1", "cut"),
+    Turn(0.0, "tun2", "cut"),
+    Turn(5.0, "tun2", "repaired"),
+    Turn(10.0, "tun1", "repaired"),
+    Turn(31.0, "tun1", "fast"),
+    Turn(10.0, "tun1", "fast"),
+]
+
+
+@dataclass
+class Watcher:
+    """The documented rule, kept from what the core shows after each step (its health and
+    dampening), never from its own clocks."""
+
+    hold: float
+    settled_at: float | None = None
+    usable_since: dict[str, float] = field(default_factory=dict)
+    state_since: dict[str, float] = field(default_factory=dict)
+    last: dict[str, Health] = field(default_factory=dict)
+    carrier: str | None = None
+
+    def see(self, sim: Sim) -> None:
+        st_, now = sim.state, sim.now
+        for n in NAMES:
+            h = st_.health[n].state
+            if self.last.get(n) is not h:
+                self.state_since[n] = now
+                self.last[n] = h
+            usable = h in (Health.UP, Health.DEGRADED) and not damp.is_suppressed(st_.damping[n])
+            if not usable:
+                self.usable_since.pop(n, None)
+            else:
+                self.usable_since.setdefault(n, now)
+        if self.settled_at is None and st_.settled:
+            self.settled_at = now
+        if self.settled_at is not None:
+            self.check(sim)
+        self.carrier = st_.carriers[0] if st_.carriers else None
+
+    def proven(self, n: str, now: float) -> bool:
+        since = self.usable_since[n]
+        assert self.settled_at is not None
+        return since <= self.settled_at or now >= since + self.hold
+
+    def held(self, n: str, now: float) -> bool:
+        return now >= max(self.usable_since[n], self.state_since[n]) + self.hold
+
+    def check(self, sim: Sim) -> None:
+        st_, now, cfg = sim.state, sim.now, sim.cfg
+        usable = sorted(self.usable_since, key=lambda n: preference(cfg.tunnel(n), st_.health[n]))
+        if not usable:
+            assert st_.carriers == ()
+            return
+        (c,) = st_.carriers
+        better = usable[: usable.index(c)]
+        # Never a tunnel past its hold-down better than the carrier: it would have preempted.
+        assert not [n for n in better if self.held(n, now)], (c, better)
+        old = self.carrier
+        if c != old:
+            proven = [n for n in usable if self.proven(n, now)]
+            clean = [n for n in usable if st_.health[n].state is Health.UP]
+            if old not in usable:
+                # A failover: the best proven tunnel, else the best at all.
+                assert c == (proven or usable)[0]
+            elif st_.health[old].state is Health.DEGRADED and clean:
+                assert c == ([n for n in clean if n in proven] or clean)[0]
+            else:
+                assert self.held(c, now)  # a preemption, to one past its hold-down
+        # Roles besides carrying only for proven tunnels, and every proven clean one has one.
+        standing = {a.tunnel for a in st_.asked.announcements.values()} - {c}
+        assert all(self.proven(n, now) for n in standing)
+        assert {n for n in usable if n != c and st_.health[n].state is Health.UP} & {
+            n for n in usable if self.proven(n, now)
+        } <= standing
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(script=histories)
+@example(script=ISSUE)
+def test_the_carrier_is_always_the_best_tunnel_the_rule_allows(script: list[Turn]) -> None:
+    sim = three()
+    sim.bring_up(NAMES)
+    watch = Watcher(hold=sim.cfg.policy.preempt_hold_down_s)
+    watch.see(sim)
+    for turn in script:
+        # The runtime's timer: every deadline up to the next turn fires on time.
+        until = sim.now + turn.dt
+        while (due := next_deadline(sim.state, sim.now)) is not None and due <= until:
+            sim.now = due
+            sim.step(ev.TimerFired(at=due))
+            watch.see(sim)
+        sim.now = until
+        for event in turn.events(sim.now, sim.cfg.policy.rise):
+            sim.step(event)
+            watch.see(sim)
