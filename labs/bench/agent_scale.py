@@ -610,6 +610,35 @@ def host_facts() -> dict[str, Any]:
     }
 
 
+class LoadSampler:
+    """The machine's 1-minute load average every 5 s over the run: the other load beside it."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+        self.started = datetime.now().isoformat(timespec="seconds")
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(float(Path("/proc/loadavg").read_text().split()[0]))
+            if self._done.wait(5.0):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, Any]:
+        self._done.set()
+        self._thread.join()
+        return {
+            "started": self.started,
+            "ended": datetime.now().isoformat(timespec="seconds"),
+            "load1_mean": round(statistics.fmean(self.samples), 2),
+            "load1_max": max(self.samples),
+        }
+
+
 def fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -619,6 +648,12 @@ def fmt(v: Any) -> str:
 
 
 def print_tables(results: dict[str, Any]) -> None:
+    load = results.get("load")
+    if load:
+        print(
+            f"\n{load['started']} - {load['ended']}: machine load (1 min) "
+            f"mean {load['load1_mean']}, max {load['load1_max']}"
+        )
     rows = results.get("scale", [])
     if rows:
         print("\nN tunnels: steady state, cuts of the carrier, SIGTERM")
@@ -729,6 +764,39 @@ def _groups_over(groups: bool) -> Callable[[Any], int | None]:
     return (lambda lab: len(lab.pairs)) if groups else _no_groups
 
 
+def run_cases(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Every case asked for, into results, with the machine's load beside them."""
+    load = LoadSampler()
+    load.start()
+    with tempfile.TemporaryDirectory(prefix="vtf-agent-scale-") as d:
+        tmp = Path(d)
+        try:
+            if {"steady", "cut", "sigterm"} & set(args.cases):
+                results["scale"] = [
+                    guarded(f"N={n}", {"tunnels": n}, lambda n=n: scale_case(n, args, tmp))
+                    for n in args.sizes
+                ]
+            if "prefixes" in args.cases:
+                results["prefixes"] = [
+                    guarded(
+                        f"{p} prefixes", {"prefixes": p}, lambda p=p: prefixes_case(p, args, tmp)
+                    )
+                    for p in args.prefixes
+                ]
+            if "burst" in args.cases:
+                results["burst"] = guarded("burst", {}, lambda: burst_case(args, tmp))
+        except KeyboardInterrupt:
+            results["interrupted"] = True
+            say("interrupted: cleaning up")
+        finally:
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in tmp.rglob("*.log"):
+                    dest = args.keep_logs / f"{log.parent.name}-{log.name}"
+                    dest.write_bytes(log.read_bytes())
+    results["load"] = load.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 2000])
@@ -793,32 +861,7 @@ def main() -> int:
     # too, since a shell without job control starts background commands with it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    with tempfile.TemporaryDirectory(prefix="vtf-agent-scale-") as d:
-        tmp = Path(d)
-        try:
-            if {"steady", "cut", "sigterm"} & set(args.cases):
-                results["scale"] = [
-                    guarded(f"N={n}", {"tunnels": n}, lambda n=n: scale_case(n, args, tmp))
-                    for n in args.sizes
-                ]
-            if "prefixes" in args.cases:
-                results["prefixes"] = [
-                    guarded(
-                        f"{p} prefixes", {"prefixes": p}, lambda p=p: prefixes_case(p, args, tmp)
-                    )
-                    for p in args.prefixes
-                ]
-            if "burst" in args.cases:
-                results["burst"] = guarded("burst", {}, lambda: burst_case(args, tmp))
-        except KeyboardInterrupt:
-            results["interrupted"] = True
-            say("interrupted: cleaning up")
-        finally:
-            if args.keep_logs is not None:
-                args.keep_logs.mkdir(parents=True, exist_ok=True)
-                for log in tmp.rglob("*.log"):
-                    dest = args.keep_logs / f"{log.parent.name}-{log.name}"
-                    dest.write_bytes(log.read_bytes())
+    run_cases(args, results)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print_tables(results)

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="run CMD (a shell line) once the lab is up, then tear it down; "
         "the way to use the lab inside the VM",
     )
+    up.add_argument(
+        "--agent-config",
+        type=Path,
+        metavar="PATH",
+        help="stack agent: run site A's agent on this config instead of the lab's own "
+        "(inside a VM it must lie under --results, the one directory the guest shares)",
+    )
     sub.add_parser("down", help="stop the lab's daemons and delete its namespaces")
     sub.add_parser("status", help="tunnels, SAs, BGP sessions and routes of the running lab")
     for name in ("cut", "repair"):
@@ -180,7 +187,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         Lab().down()
         return 0
     if args.cmd == "up":
-        lab = Lab(args.stack, args.kind)
+        lab = Lab(args.stack, args.kind, agent_config=args.agent_config)
         lab.up(progress=lambda s: print(f"  {s}", flush=True))
         took = lab.wait_ready()
         print(

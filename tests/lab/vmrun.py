@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 
@@ -21,10 +23,12 @@ def facts_from_vm(
     *guest_args: str,
     kind: str = "vti",
     timeout: float = 420,
+    agent_config: Path | None = None,
 ) -> dict:  # type: ignore[type-arg]
     """Boot the VM, bring the lab up with `stack` and `kind`, run tests/lab/<guest_script>.
 
-    The script gets the path to write its JSON facts to, then `guest_args`.
+    The script gets the path to write its JSON facts to, then `guest_args`. An
+    `agent_config` must lie under `results`, the directory the guest shares.
     """
     require_root()
     require_tool("qemu-system-x86_64")
@@ -32,18 +36,24 @@ def facts_from_vm(
         pytest.skip("needs virtme-ng in .venv (bash labs/install.sh)")
     facts = results / "facts.json"
     guest = shlex.join([".venv/bin/python", f"tests/lab/{guest_script}", str(facts), *guest_args])
-    proc = subprocess.run(
+    chosen = [] if agent_config is None else ["--agent-config", str(agent_config)]
+    # Its own process group: on a timeout the VM (vng, qemu) goes with labs/lab.
+    proc = subprocess.Popen(
         ["labs/lab", "--vm", "always", "--results", str(results), "up", "--stack", stack,
-         "--kind", kind, "--then", guest],
+         "--kind", kind, *chosen, "--then", guest],
         cwd=TOP,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,
     )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the VM lab did not finish within {timeout:.0f} s:\n{out[-4000:]}")
     if not facts.exists():
-        pytest.fail(
-            f"the VM lab produced no facts (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
-        )
+        pytest.fail(f"the VM lab produced no facts (exit {proc.returncode}):\n{out[-4000:]}")
     loaded: dict = json.loads(facts.read_text())  # type: ignore[type-arg]
     return loaded
