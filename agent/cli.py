@@ -97,7 +97,12 @@ def _load(path: Path) -> Config:
 def _run(args: argparse.Namespace) -> int:
     # Adapters pull in netlink, MQTT and BGP libraries: only `run` needs them, so `check`
     # stays fast and works on a host without them.
-    from agent.wiring import build_live, kernel_has_nexthops, resolve_host  # noqa: PLC0415
+    from agent.wiring import (  # noqa: PLC0415
+        build_live,
+        check_host,
+        kernel_has_nexthops,
+        resolve_host,
+    )
 
     cfg = _load(args.config)
     logging.basicConfig(
@@ -137,11 +142,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     start = time.monotonic()
 
-    built: list[Adapters] = []  # the last build: a reload carries its ExaBGP link over
-
     def build(c: Config) -> Adapters:
-        adapters = build_live(c, dry_run=args.dry_run, previous=built[0] if built else None)
-        built[:] = [adapters]
+        adapters = build_live(c, dry_run=args.dry_run)
         if args.dry_run:
             adapters.actuators = [ActionPrinter(sys.stdout, time.monotonic, start)]
         return adapters
@@ -153,7 +155,15 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     def prepare(c: Config) -> Config:
+        # On a reload too (in a thread): a workdir refused there refuses the reload.
+        check_host(c, dry_run=args.dry_run)
         return resolve_host(c, nexthop_objects=has_nexthops)
+
+    try:
+        check_host(cfg, dry_run=args.dry_run)
+    except AdapterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
     runtime = Runtime(cfg, build, config_path=args.config, prepare=prepare)
     if args.dry_run:

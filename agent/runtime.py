@@ -3,36 +3,35 @@
 Sources put events on the queue; the consumer steps the core and hands the actions to
 the actuators in order, alert publishers last, so nothing slows the failover path. The
 core's own deadlines (hold-down, dampening, probation) become TimerFired events here.
+Every source and actuator is a named component with a lifecycle (agent/components.py); a
+SIGHUP (agent/reload.py) adds, removes, reconfigures or restarts them as the new config
+asks, or refuses it whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.config import Config, ConfigError, load_config
+from agent.components import Adapters, Component, Plan, SourceSupervisor, components_of, plan
+from agent.config import Config, load_config
 from agent.core import engine
 from agent.core.actions import Action, PublishAlert, PublishTunnelState
 from agent.core.events import Event, TimerFired
 from agent.inbox import Inbox
-from agent.ports import Actuator, AdapterError, Source
+from agent.ports import Actuator, AdapterError
+from agent.reload import Loaded, Reloader, refusal
 from agent.replay import TimedEvent
 
 __all__ = ["Adapters", "Build", "Runtime", "VirtualClock", "replay"]
 
 log = logging.getLogger("vti_failover.runtime")
-
-
-@dataclass
-class Adapters:
-    sources: list[Source] = field(default_factory=list)
-    actuators: list[Actuator] = field(default_factory=list)
 
 
 Build = Callable[[Config], Adapters]
@@ -44,10 +43,6 @@ _STEPS_PER_YIELD = 256
 
 class _StopRequestedError(Exception):
     """Raised inside the TaskGroup to end it on SIGTERM/SIGINT."""
-
-
-class _Reload:
-    """Queue marker: SIGHUP asked for the config to be read again."""
 
 
 async def _apply_one(actuator: Actuator, actions: Sequence[Action]) -> None:
@@ -88,22 +83,38 @@ class Runtime:
         config_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         prepare: Callable[[Config], Config] = lambda cfg: cfg,
+        load: Callable[[Path], Config] = load_config,
     ) -> None:
         # What this host makes of a config before the core sees it (e.g. nexthop groups
-        # "auto"): applied to the first config and to every reload.
+        # "auto"): applied to the first config and to every reload. A reload runs it, like
+        # `load`, in a thread; either may refuse with ConfigError or AdapterError.
         self.prepare = prepare
         cfg = prepare(cfg)
         self.cfg = cfg
         self.build = build
         self.config_path = config_path
         self.clock = clock
-        self.inbox: Inbox[_Reload] = Inbox()
+        self.inbox: Inbox[Loaded] = Inbox()
         self.state = engine.initial_state(cfg, clock())
-        self.adapters = build(cfg)
+        self.components: dict[str, Component] = components_of(build(cfg))
+        self.reloader = Reloader(config_path, lambda path: prepare(load(path)), self.inbox.put)
+        # Reloads applied, refused: for tests and the status line.
+        self.reloads = 0
+        self.refused = 0
         self._stop = asyncio.Event()
         self._closed = False
+        self._tg: asyncio.TaskGroup | None = None
+        self._sources: dict[str, asyncio.Task[None]] = {}
+        self._links: dict[str, asyncio.Task[None]] = {}
+        # Components whose actuator may start only once the core has decided.
+        self._gated: list[str] = []
         self._core_task: asyncio.Task[None] | None = None
-        self._sources_task: asyncio.Task[None] | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+
+    @property
+    def actuators(self) -> list[Actuator]:
+        """The running actuators, in apply order (alert publishers last)."""
+        return [c.actuator for c in self.components.values() if c.actuator is not None]
 
     def emit(self, event: Event) -> None:
         self.inbox.put(event)
@@ -112,10 +123,10 @@ class Runtime:
         self._stop.set()
 
     def request_reload(self) -> None:
-        self.inbox.put(_Reload())
+        self.reloader.request()
 
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT (exit status 0) or an adapter gives up (status 1)."""
+        """Run until SIGTERM/SIGINT (exit status 0) or an actuator gives up (status 1)."""
         status = 0
         loop = asyncio.get_running_loop()
         for sig, handler in (
@@ -127,9 +138,10 @@ class Runtime:
                 loop.add_signal_handler(sig, handler)
         try:
             async with asyncio.TaskGroup() as tg:
-                for actuator in self.adapters.actuators:
-                    tg.create_task(actuator.run(), name=f"actuator:{actuator.name}")
-                self._sources_task = tg.create_task(self._run_sources(), name="sources")
+                self._tg = tg
+                for component in self.components.values():
+                    self._start(component)
+                self._reload_task = tg.create_task(self.reloader.run(), name="reloader")
                 self._core_task = tg.create_task(self._consume(), name="core")
                 tg.create_task(self._wait_for_stop(), name="stopper")
         except* _StopRequestedError:
@@ -139,27 +151,76 @@ class Runtime:
                 else "stopping, cleaning up"
             )
         except* AdapterError as group:
-            # An adapter that cannot go on (ExaBGP closed our API pipe, no CAP_NET_RAW):
-            # one line each, then a non-zero exit so systemd restarts us.
+            # An actuator that cannot go on (ExaBGP closed our API pipe): one line each,
+            # then a non-zero exit so systemd restarts us.
             for exc in group.exceptions:
                 log.critical("giving up: %s", exc)
             status = 1
         finally:
+            self._tg = None
             await self._close_actuators()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         return status
 
+    # -- components ------------------------------------------------------------------
+
+    def _start(self, component: Component) -> None:
+        assert self._tg is not None
+        name = component.name
+        if component.source is not None:
+            supervisor = SourceSupervisor(component.source, self.emit, clock=self.clock)
+            self._sources[name] = self._tg.create_task(supervisor.run(), name=f"source:{name}")
+        if component.actuator is not None:
+            if component.lifecycle.after_first_decision and not self.state.settled:
+                self._gated.append(name)
+            else:
+                self._links[name] = self._tg.create_task(
+                    component.actuator.run(), name=f"actuator:{name}"
+                )
+
+    def _open_gates(self) -> None:
+        """After the first decision was carried out: start what waited for it."""
+        if not self._gated or not self.state.settled:
+            return
+        gated, self._gated = self._gated, []
+        for name in gated:
+            component = self.components.get(name)
+            if component is not None and component.actuator is not None and self._tg is not None:
+                log.info("core decided: starting %s", name)
+                self._links[name] = self._tg.create_task(
+                    component.actuator.run(), name=f"actuator:{name}"
+                )
+
+    async def _cancel(self, task: asyncio.Task[None] | None) -> None:
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _stop_component(self, component: Component) -> None:
+        """Stop one component: its source first, then its actuator, closed while it still runs."""
+        name = component.name
+        await self._cancel(self._sources.pop(name, None))
+        if name in self._gated:
+            self._gated.remove(name)
+        if component.actuator is not None:
+            try:
+                await component.actuator.close(False)
+            except AdapterError as exc:
+                log.error("%s: close: %s", name, exc)
+            await self._cancel(self._links.pop(name, None))
+
     async def _wait_for_stop(self) -> None:
         await self._stop.wait()
         # First stop deciding: what the shutdown itself causes (ExaBGP's sessions closing)
         # must not turn into route changes.
-        for task in (self._sources_task, self._core_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._cancel(self._reload_task)
+        await self._cancel(self._core_task)
+        for name in list(self._sources):
+            await self._cancel(self._sources.pop(name))
         # Then close while the actuators' connections still run: a cancelled MQTT session
         # can no longer say goodbye, a cancelled ExaBGP link can no longer withdraw.
         await self._close_actuators()
@@ -169,16 +230,13 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
-        for actuator in reversed(self.adapters.actuators):
+        for actuator in reversed(self.actuators):
             try:
                 await actuator.close(self.cfg.policy.cleanup_on_exit)
             except AdapterError as exc:
                 log.error("%s: close: %s", actuator.name, exc)
 
-    async def _run_sources(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for source in self.adapters.sources:
-                tg.create_task(source.run(self.emit), name=f"source:{source.name}")
+    # -- the core --------------------------------------------------------------------
 
     async def _consume(self) -> None:
         """Step the core event by event; act as soon as a step changes routing.
@@ -202,11 +260,11 @@ class Runtime:
                     item = TimerFired(at=deadline or self.clock())
                 else:
                     continue
-            if isinstance(item, _Reload):
+            if isinstance(item, Loaded):
                 if pending:
                     await self._act(pending)
                     pending = []
-                await self._reload()
+                await self._reload(item)
                 continue
             self.state, actions = engine.step(self.state, item, self.clock())
             pending += actions
@@ -224,39 +282,92 @@ class Runtime:
     async def _act(self, actions: list[Action]) -> None:
         if actions:
             _log_decisions(actions)
-            await _apply(self.adapters.actuators, actions)
+            await _apply(self.actuators, actions)
+        self._open_gates()
         # Whatever the actuators did, let the sources and signal handlers run before more.
         await asyncio.sleep(0)
 
-    async def _reload(self) -> None:
-        if self.config_path is None:
-            log.warning("SIGHUP: no config file to reload")
-            return
+    # -- reload ----------------------------------------------------------------------
+
+    async def _reload(self, loaded: Loaded) -> None:
         try:
-            cfg = self.prepare(load_config(self.config_path))
-        except ConfigError as exc:
-            for line in exc.lines:
-                log.error("reload refused, keeping the running config: %s", line)
-            return
-        log.info("reloaded %s", self.config_path)
+            why = self._refusal(loaded)
+            if why is not None:
+                self.refused += 1
+                log.error("reload refused, keeping the running config: %s", why)
+                return
+            assert loaded.cfg is not None
+            cfg = loaded.cfg
+            try:
+                built = components_of(self.build(cfg))
+            except AdapterError as exc:
+                self.refused += 1
+                log.error("reload refused, keeping the running config: %s: %s", loaded.path, exc)
+                return
+            change = plan(self.components, built)
+            await self._adopt(cfg, built, change)
+            self.reloads += 1
+            log.info("reloaded %s: %s", loaded.path, change.describe())
+        finally:
+            if loaded.done is not None and not loaded.done.done():
+                loaded.done.set_result(None)
+
+    def _refusal(self, loaded: Loaded) -> str | None:
+        if loaded.cfg is None:
+            problems = loaded.problems or (f"{loaded.path}: unreadable",)
+            more = (
+                f" (and {len(problems) - 1} more: vti-failover check {loaded.path})"
+                if len(problems) > 1
+                else ""
+            )
+            return problems[0] + more
+        why = refusal(self.cfg, loaded.cfg)
+        return None if why is None else f"{loaded.path}: {why}"
+
+    async def _adopt(self, cfg: Config, built: dict[str, Component], change: Plan) -> None:
+        """Move the running components and the core to `cfg` as `change` says."""
+        old = self.components
+        merged: dict[str, Component] = {}
+        for name, new in built.items():
+            if name in change.keep or name in change.reconfigure:
+                # The running object carries on, under the settings it now runs with.
+                kept = old[name]
+                life = dataclasses.replace(kept.lifecycle, settings=new.lifecycle.settings)
+                merged[name] = dataclasses.replace(kept, lifecycle=life)
+            else:
+                merged[name] = new
+        for name in change.reconfigure:
+            reconfigure = old[name].lifecycle.reconfigure
+            assert reconfigure is not None
+            try:
+                reconfigure(cfg)
+            except AdapterError as exc:
+                log.error("%s: reconfigure: %s", name, exc)
+        gone = [old[n] for n in (*change.remove, *change.replace)]
+        # Sources of the old config stop before the core sees the new one.
+        for component in gone:
+            await self._cancel(self._sources.pop(component.name, None))
         self.cfg = cfg
         self.state, actions = engine.reconfigure(self.state, cfg, self.clock())
-        # Sources watch the tunnels of one config: restart them on the new one.
-        new = self.build(cfg)
-        if self._sources_task is not None:
-            self._sources_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sources_task
-        self.adapters.sources = new.sources
-        for actuator in self.adapters.actuators:
-            configure = getattr(actuator, "configure", None)
-            if callable(configure):
-                configure(cfg)
-        self._sources_task = asyncio.get_running_loop().create_task(
-            self._run_sources(), name="sources"
-        )
+        self.components = merged
+        # What the core undoes (withdrawals for a removed bgp section) still reaches the
+        # actuators that go; what it adds reaches the new ones before they start.
+        leaving = [c.actuator for c in gone if c.actuator is not None]
         if actions:
-            await _apply(self.adapters.actuators, actions)
+            _log_decisions(actions)
+            await _apply([*self.actuators, *leaving], actions)
+        fresh = [merged[n] for n in (*change.add, *change.replace)]
+        told = {a.tunnel for a in actions if isinstance(a, PublishTunnelState)}
+        snapshot = [r for t, r in self.state.reported.items() if t not in told]
+        joining = [c.actuator for c in fresh if c.actuator is not None]
+        if snapshot and joining:
+            # A new publisher or exporter starts knowing every tunnel's state.
+            await _apply(joining, snapshot)
+        for component in gone:
+            await self._stop_component(component)
+        for component in fresh:
+            self._start(component)
+        self._open_gates()
 
 
 class VirtualClock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.adapters import nexthops
 from agent.adapters.exabgp import ExaBgpAdapter
+from agent.adapters.exabgp_workdir import prepare_workdir
 from agent.adapters.links import LinkSource
 from agent.adapters.metrics import MetricsExporter
 from agent.adapters.mqtt import MqttPublisher
@@ -13,10 +14,11 @@ from agent.adapters.netlink_socket import rtnl_socket
 from agent.adapters.probes import ProbeSource
 from agent.adapters.strongswan import ViciSource
 from agent.adapters.xfrm import XfrmSource
+from agent.components import Adapters, Lifecycle
 from agent.config import Config, Source
-from agent.runtime import Adapters
+from agent.ports import Source as SourceLike
 
-__all__ = ["build_live", "resolve_host"]
+__all__ = ["build_live", "check_host", "exabgp_settings", "resolve_host"]
 
 
 def resolve_host(cfg: Config, *, nexthop_objects: bool) -> Config:
@@ -36,48 +38,87 @@ async def kernel_has_nexthops() -> bool:
         ipr.close()
 
 
-def build_live(cfg: Config, *, dry_run: bool, previous: Adapters | None = None) -> Adapters:
+def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
     """Sources per tunnel as configured; actuators unless dry_run (the CLI adds the printer).
 
-    On a reload, `previous` is what the running agent has: the ExaBGP adapter holds the
-    sessions (and, supervised, the exabgp process), so the same object carries on.
+    Each component declares what it is built from and how it takes a reload: the runtime
+    keeps a running one whose settings are unchanged, reconfigures the actuators in place
+    (their connections, tables and counters carry on) and replaces changed sources.
     """
     adapters = Adapters()
+
+    def add_source(source: SourceLike, settings: object) -> None:
+        adapters.sources.append(source)
+        adapters.lifecycle[source.name] = Lifecycle(settings=settings)
+
     links = {t.name: t.interface for t in cfg.tunnels if Source.LINK in t.sources}
     if links:
-        adapters.sources.append(LinkSource(links))
-    probed = [t for t in cfg.tunnels if Source.PROBE in t.sources]
+        add_source(LinkSource(links), tuple(sorted(links.items())))
+    probed = tuple(t for t in cfg.tunnels if Source.PROBE in t.sources)
     if probed:
         # One source for every probed tunnel: one socket per family, one scheduler.
-        adapters.sources.append(ProbeSource(probed))
+        add_source(ProbeSource(probed), probed)
     if any(Source.VICI in t.sources for t in cfg.tunnels):
         # One charon for every tunnel: one pair of VICI sessions.
-        adapters.sources.append(ViciSource(cfg.tunnels, cfg.vici))
+        add_source(ViciSource(cfg.tunnels, cfg.vici), (tuple(cfg.tunnels), cfg.vici))
     if any(Source.XFRM in t.sources for t in cfg.tunnels):
-        adapters.sources.append(XfrmSource(cfg.tunnels))
+        add_source(XfrmSource(cfg.tunnels), tuple(cfg.tunnels))
     if not dry_run:
-        adapters.actuators.append(
-            NetlinkActuator(
-                route_protocol=cfg.netlink.route_protocol,
-                resync_interval_s=cfg.netlink.resync_interval_s,
-                tunnels=tunnel_kinds(cfg),
-            )
+        netlink = NetlinkActuator(
+            route_protocol=cfg.netlink.route_protocol,
+            resync_interval_s=cfg.netlink.resync_interval_s,
+            tunnels=tunnel_kinds(cfg),
+        )
+        adapters.actuators.append(netlink)
+        adapters.lifecycle[netlink.name] = Lifecycle(
+            settings=(cfg.netlink, tuple(sorted(tunnel_kinds(cfg).items()))),
+            reconfigure=netlink.configure,
         )
     if cfg.bgp is not None and not dry_run:
         # Both roles in one object: it announces, and reports sessions and learned routes.
-        exabgp = next(
-            (a for a in (previous.actuators if previous else []) if isinstance(a, ExaBgpAdapter)),
-            None,
-        ) or ExaBgpAdapter(cfg)
+        exabgp = ExaBgpAdapter(cfg)
         adapters.sources.append(exabgp)
         adapters.actuators.append(exabgp)
+        adapters.lifecycle[exabgp.name] = Lifecycle(
+            settings=exabgp_settings(cfg),
+            reconfigure=exabgp.configure,
+            # Started with what the core announces, so its End-of-RIB never goes out before
+            # our routes (a graceful-restart peer would drop the ones it kept for us).
+            after_first_decision=cfg.exabgp.mode == "supervise",
+        )
     if cfg.metrics.enabled:
-        adapters.actuators.append(MetricsExporter(cfg.metrics, cfg.agent_id))
+        metrics = MetricsExporter(cfg.metrics, cfg.agent_id)
+        adapters.actuators.append(metrics)
+        adapters.lifecycle[metrics.name] = Lifecycle(
+            settings=cfg.metrics, reconfigure=lambda c: metrics.reconfigure(c.metrics)
+        )
     if cfg.mqtt is not None and cfg.mqtt.enabled:
         if not dry_run:
             # Last: operators hear of a change once routing has made it.
-            adapters.actuators.append(MqttPublisher(cfg.agent_id, cfg.mqtt))
+            publisher = MqttPublisher(cfg.agent_id, cfg.mqtt)
+            adapters.actuators.append(publisher)
+            mqtt = cfg.mqtt
+            adapters.lifecycle[publisher.name] = Lifecycle(
+                settings=mqtt,
+                reconfigure=lambda c: publisher.reconfigure(c.mqtt if c.mqtt is not None else mqtt),
+            )
         if cfg.mqtt.commands:
-            names = [t.name for t in cfg.tunnels]
-            adapters.sources.append(MqttCommands(cfg.agent_id, cfg.mqtt, names))
+            names = tuple(t.name for t in cfg.tunnels)
+            add_source(MqttCommands(cfg.agent_id, cfg.mqtt, names), (cfg.mqtt, names))
     return adapters
+
+
+def exabgp_settings(cfg: Config) -> object:
+    """All that the ExaBGP link and its exabgp.conf are built from."""
+    neighbors = tuple((t.name, str(cfg.neighbor_of(t)), t.inner) for t in cfg.tunnels)
+    return (cfg.agent_id, cfg.bgp, cfg.exabgp, neighbors)
+
+
+def check_host(cfg: Config, *, dry_run: bool) -> None:
+    """Refuse, before anything starts, what this host cannot give the config (AdapterError).
+
+    A supervised ExaBGP's workdir must be ours alone; found at start this is one line and
+    exit 2, found on a reload it refuses the reload.
+    """
+    if cfg.bgp is not None and cfg.exabgp.mode == "supervise" and not dry_run:
+        prepare_workdir(cfg.exabgp.workdir)

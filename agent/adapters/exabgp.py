@@ -67,6 +67,8 @@ class ExaBgpAdapter:
         self._workdir = workdir if workdir is not None else cfg.exabgp.workdir
         self._desired: dict[Key, AnnouncePrefix] = {}
         self._up: set[str] = set()
+        # Neighbor address -> tunnel, as the config last said.
+        self._tunnel_of: dict[str, str] = {}
         self._skipped: set[Key] = set()
         self._session: AckSession | None = None
         self._emit: Emit | None = None
@@ -88,10 +90,18 @@ class ExaBgpAdapter:
             raise AdapterError("the exabgp adapter needs a bgp section in the config")
         self._cfg = cfg
         self._local_as = cfg.bgp.local_as
-        self._tunnel_of: dict[str, str] = {}
+        before = self._tunnel_of
+        self._tunnel_of = {}
         for t in cfg.tunnels:
             neighbor = str(cfg.neighbor_of(t))
             self._tunnel_of[neighbor] = t.name
+        # A session up under the old config whose neighbor now belongs to no tunnel, or to
+        # another one, is not that tunnel's session any more: it went down for the core.
+        for neighbor in sorted(self._up):
+            if self._tunnel_of.get(neighbor) != before.get(neighbor):
+                self._up.discard(neighbor)
+                if neighbor in before:
+                    self._event(BgpNeighborDown(tunnel=before[neighbor], at=self._clock()))
         self._ack_timeout_s = cfg.exabgp.ack_timeout_s
         self._supervisor.executable = shlex.split(cfg.exabgp.executable)
         if (
@@ -100,6 +110,14 @@ class ExaBgpAdapter:
             and self._started_conf != self._conf_text()
         ):
             log.info("exabgp config changed: restarting exabgp")
+            # Its sessions end with it: nothing more goes to the old one, and the core hears
+            # of them now. What the new config announces waits in _desired for the next
+            # exabgp's start config.
+            session, self._session = self._session, None
+            if session is not None:
+                session.fail_pending()
+            self._connected.clear()
+            self._all_down()
             self._supervisor.restart()
 
     @property
@@ -282,7 +300,9 @@ class ExaBgpAdapter:
 
     def _all_down(self) -> None:
         for neighbor in sorted(self._up):
-            self._event(BgpNeighborDown(tunnel=self._tunnel_of[neighbor], at=self._clock()))
+            tunnel = self._tunnel_of.get(neighbor)
+            if tunnel is not None:
+                self._event(BgpNeighborDown(tunnel=tunnel, at=self._clock()))
         self._up.clear()
 
     def _handle(self, session: AckSession, line: str) -> bool:

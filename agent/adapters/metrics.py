@@ -88,6 +88,9 @@ class MetricsExporter:
         return True
 
     async def run(self) -> None:
+        self._listen()
+
+    def _listen(self) -> None:
         try:
             self._server, self._thread = start_http_server(
                 self.settings.port, addr=str(self.settings.listen), registry=self.registry
@@ -102,6 +105,18 @@ class MetricsExporter:
             )
             return
         log.info("metrics on http://%s:%d/metrics", self.settings.listen, self.settings.port)
+
+    def reconfigure(self, settings: MetricsSettings) -> None:
+        """A reload: listen where the new settings say; every series carries on."""
+        moved = (settings.listen, settings.port) != (self.settings.listen, self.settings.port)
+        self.settings = settings
+        if not moved:
+            return
+        old, self._server = self._server, None
+        self._listen()
+        if old is not None:
+            # shutdown() waits out the server's poll (0.5 s): not on the event loop.
+            threading.Thread(target=_stop_server, args=(old,), daemon=True).start()
 
     @property
     def port(self) -> int:
@@ -132,6 +147,10 @@ class MetricsExporter:
     async def close(self, cleanup: bool) -> None:
         del cleanup
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            _stop_server(self._server)
             self._server = None
+
+
+def _stop_server(server: WSGIServer) -> None:
+    server.shutdown()
+    server.server_close()

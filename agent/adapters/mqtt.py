@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -143,6 +144,8 @@ class MqttPublisher:
         self._client: aiomqtt.Client | None = None
         self._said_goodbye = False
         self._had_session = False
+        # Set by reconfigure(): end this session and connect with the new settings at once.
+        self._moved = asyncio.Event()
 
     @property
     def queued(self) -> int:
@@ -169,6 +172,22 @@ class MqttPublisher:
                 self._unsent[action.tunnel] = None
         self._wake.set()
 
+    def reconfigure(self, settings: MqttSettings) -> None:
+        """A reload: the next connection uses `settings`, and it is made now.
+
+        Queued events and every tunnel's retained state carry over (moved to the new topic
+        prefix) and go out on the new connection; the old broker is told `offline` first.
+        """
+        if settings == self.settings:
+            return
+        old = self.topics.base
+        self.settings = settings
+        self.topics = Topics.of(settings.topic_prefix, self.agent_id)
+        if self.topics.base != old:
+            self._events = collections.deque(_moved(m, old, self.topics.base) for m in self._events)
+            self._states = {t: _moved(m, old, self.topics.base) for t, m in self._states.items()}
+        self._moved.set()
+
     def _enqueue(self, msg: Message) -> None:
         if len(self._events) >= self.settings.queue_size:
             self._events.popleft()
@@ -186,6 +205,10 @@ class MqttPublisher:
         while True:
             try:
                 await self._session()
+            except _MovedError:
+                log.info("mqtt: settings changed: connecting to %s", self._where())
+                attempt = 0
+                continue
             except (aiomqtt.MqttError, AdapterError) as exc:
                 failure = describe_failure(exc, self.settings)
             else:  # pragma: no cover - a session only ends by an error or cancellation
@@ -203,10 +226,17 @@ class MqttPublisher:
                 self.dropped,
                 delay,
             )
-            await asyncio.sleep(delay)
+            # A reload with new settings ends the wait: there is a new broker to try.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._moved.wait()
+
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
 
     async def _session(self) -> None:
         self._had_session = False
+        self._moved.clear()
         will = status_message(self.topics, self.agent_id, online=False, at=None)
         client = aiomqtt.Client(
             **client_options(self.settings),  # type: ignore[arg-type]
@@ -229,12 +259,21 @@ class MqttPublisher:
                 await self._publish(client, self._online())
                 # The broker may have lost retained state while we were away: send it all.
                 self._unsent = dict.fromkeys(self._states)
-                await _first_error(self._watch(client), self._pump(client))
+                await _first_error(self._watch(client), self._pump(client), self._until_moved())
             except asyncio.CancelledError:
                 await self._goodbye(client)
                 raise
+            except _MovedError:
+                # This broker will not hear from us again: it must not keep us `online`.
+                await self._goodbye(client)
+                self._said_goodbye = False
+                raise
             finally:
                 self._client = None
+
+    async def _until_moved(self) -> None:
+        await self._moved.wait()
+        raise _MovedError
 
     def _online(self) -> Message:
         return status_message(
@@ -289,6 +328,15 @@ class MqttPublisher:
         client = self._client
         if client is not None:
             await self._goodbye(client)
+
+
+class _MovedError(Exception):
+    """The settings changed under a session: end it and connect anew."""
+
+
+def _moved(msg: Message, old: str, new: str) -> Message:
+    """`msg` under the new topic base (payloads name the agent, never the prefix)."""
+    return dataclasses.replace(msg, topic=new + msg.topic[len(old) :])
 
 
 async def _first_error(*coros: collections.abc.Coroutine[object, object, None]) -> None:

@@ -116,9 +116,14 @@ class NetlinkActuator:
         self._has_nexthops: bool | None = None
 
     def configure(self, cfg: Config) -> None:
-        """A reload: the tunnel interfaces we may touch are the new config's."""
+        """A reload: the tunnel interfaces we may touch are the new config's.
+
+        The route protocol is who we are in the kernel: a reload that changes it is refused
+        before it gets here (agent/reload.py), and this keeps the one it started with.
+        """
         if self._tunnels is not None:
             self._tunnels = tunnel_kinds(cfg)
+        self.resync_interval_s = cfg.netlink.resync_interval_s
 
     @property
     def writes(self) -> int:
