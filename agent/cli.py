@@ -19,6 +19,7 @@ from agent import __version__
 from agent.adapters.printer import ActionPrinter
 from agent.config import Config, ConfigError, json_schema, load_config
 from agent.instance_lock import InstanceLock, LockError
+from agent.logfmt import configure_logging
 from agent.ports import AdapterError
 from agent.privileges import effective_capabilities, missing
 from agent.replay import ReplayError, read_replay
@@ -48,6 +49,17 @@ def _parser() -> argparse.ArgumentParser:
         help="drive the core from a JSON-lines event file and print its actions (no network)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line (ts, level, logger, message, extra fields)",
+    )
+    doctor = sub.add_parser(
+        "doctor", help="check the live system against a config and the known IPsec pitfalls"
+    )
+    doctor.add_argument("config", type=Path)
+    doctor.add_argument("--json", action="store_true", help="one JSON object with the findings")
     sub.add_parser("schema", help="print the config file's JSON Schema")
     echo = sub.add_parser("udp-echo", help="echo UDP probes back (run this on a UDP-probed peer)")
     echo.add_argument("--port", type=int, default=7)
@@ -105,11 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     cfg = _load(args.config)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format, sys.stderr)
     if args.replay is not None:
         try:
             events = read_replay(args.replay)
@@ -192,6 +200,17 @@ def _to_stdout(body: Callable[[], int]) -> int:
     return status
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    # Imported here like the adapters for `run`: doctor reads netlink, check does not.
+    from agent.doctor import diagnose, exit_status, render_json, render_text  # noqa: PLC0415
+    from agent.doctor_collect import collect  # noqa: PLC0415
+
+    cfg = _load(args.config)
+    findings = diagnose(cfg, collect(cfg))
+    (render_json if args.json else render_text)(findings, sys.stdout)
+    return exit_status(findings)
+
+
 def _udp_echo(args: argparse.Namespace) -> int:
     # Imported here like the adapters for `run`: check and schema start fast without them.
     from agent.adapters.probes import serve_udp_echo  # noqa: PLC0415
@@ -225,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "udp-echo":
         return _udp_echo(args)
+    if args.command == "doctor":
+        return _to_stdout(lambda: _doctor(args))
     return _run(args)
 
 

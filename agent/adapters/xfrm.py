@@ -44,6 +44,7 @@ from agent.ports import AdapterError, Emit, PermissionDeniedError
 
 __all__ = [
     "NETLINK_XFRM",
+    "SELECTOR_FIELDS",
     "XFRMNLGRP_EXPIRE",
     "XFRMNLGRP_SA",
     "XFRM_MSG_DELSA",
@@ -96,9 +97,8 @@ class _XfrmNlas:
         fields: tuple[tuple[str, str], ...] = ()
 
 
-# struct xfrm_usersa_info (linux/xfrm.h), 224 bytes on every ABI with 8-byte u64 alignment.
-_USERSA_INFO_FIELDS = (
-    # struct xfrm_selector sel
+# struct xfrm_selector (linux/xfrm.h), 56 bytes: the head of SA and policy messages alike.
+SELECTOR_FIELDS = (
     ("sel_daddr", "16s"),
     ("sel_saddr", "16s"),
     ("sel_dport", ">H"),
@@ -112,6 +112,10 @@ _USERSA_INFO_FIELDS = (
     ("__pad_sel", "3x"),
     ("sel_ifindex", "i"),
     ("sel_user", "I"),
+)
+# struct xfrm_usersa_info (linux/xfrm.h), 224 bytes on every ABI with 8-byte u64 alignment.
+_USERSA_INFO_FIELDS = (
+    *SELECTOR_FIELDS,
     # struct xfrm_id id
     ("daddr", "16s"),
     ("spi", ">I"),
@@ -201,6 +205,8 @@ class SaInfo:
     if_id: int | None
     packets: int
     hard: bool = False
+    # The mask of XFRMA_MARK: the SA serves packets whose mark & mask == mark.
+    mark_mask: int | None = None
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -227,6 +233,7 @@ def _sa_from(kind: int, fields: Any, attrs: Any, hard: bool = False) -> SaInfo:
         if_id=if_id,
         packets=fields["packets"],
         hard=hard,
+        mark_mask=None if mark is None else mark["m"],
     )
 
 

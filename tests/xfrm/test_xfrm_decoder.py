@@ -122,7 +122,7 @@ def test_iproute2s_own_newsa_bytes_decode_field_by_field() -> None:
     [sa] = decode((DATA / "ip-xfrm-state-add-newsa.bin").read_bytes())
     assert sa == SaInfo(
         kind=XFRM_MSG_NEWSA, src="192.0.2.1", dst="192.0.2.2", spi=0x0BADF00D, proto=50,
-        mark=1, if_id=7, packets=0,
+        mark=1, if_id=7, packets=0, mark_mask=0xFFFFFFFF,
     )  # fmt: skip
 
 
