@@ -174,7 +174,13 @@ class WithdrawPrefix(Action):
 
 @dataclass(frozen=True)
 class PublishAlert(Action):
-    """One operator-facing event: failover, failback, degraded, both-down, recovered."""
+    """One operator-facing event.
+
+    Decisions (failover, failback, degraded, both-down, recovered) name the tunnels traffic
+    left and went to. A BGP session's change (bgp-session-lost, bgp-session-restored) names
+    its tunnel and neighbor; a component's (component-lost, component-restored,
+    component-restarted) names the component.
+    """
 
     kind: str
     at: float
@@ -183,11 +189,22 @@ class PublishAlert(Action):
     reason: str
     # Seconds from the first sign of trouble (or of recovery) to this decision.
     detected_after_s: float | None = None
+    tunnel: str = ""
+    neighbor: str = ""
+    component: str = ""
+    # For a session or component that is back: how long it had been gone.
+    down_for_s: float | None = None
 
     def __str__(self) -> str:
+        took = "" if self.detected_after_s is None else f" after {self.detected_after_s:.3f}s"
+        gone = "" if self.down_for_s is None else f", down {self.down_for_s:.3f}s"
+        if self.component:
+            return f"alert {self.kind}: {self.component} ({self.reason}{gone})"
+        if self.neighbor:
+            what = f"{self.tunnel} neighbor {self.neighbor}"
+            return f"alert {self.kind}: {what} ({self.reason}{gone}){took}"
         src = ",".join(self.from_tunnels) or "-"
         dst = ",".join(self.to_tunnels) or "-"
-        took = "" if self.detected_after_s is None else f" after {self.detected_after_s:.3f}s"
         return f"alert {self.kind}: {src} -> {dst} ({self.reason}){took}"
 
 
@@ -205,6 +222,8 @@ class PublishTunnelState(Action):
     reason: str
     loss: str = ""
     rtt_ms: float | None = None
+    # The BGP session over the tunnel: "up" or "down"; None without BGP.
+    bgp: str | None = None
 
     def __str__(self) -> str:
         role = "carrying" if self.carrying else ("standby" if self.metric is not None else "idle")

@@ -24,7 +24,13 @@ from agent.core import routing
 from agent.core.diff import diff, route_actions
 from agent.core.index import index_of, rules_for
 from agent.core.kernel import forget_link, lose_nexthops
-from agent.core.reports import alert, carrier_alert, tunnel_reports
+from agent.core.reports import (
+    alert,
+    carrier_alert,
+    component_alert,
+    session_alert,
+    tunnel_reports,
+)
 from agent.core.routing import Desired, Roles
 from agent.core.state import CoreState
 
@@ -88,6 +94,7 @@ def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, l
         carriers=tuple(c for c in state.carriers if c in health),
         standbys=tuple(s for s in state.standbys if s in health),
         reported={n: r for n, r in state.reported.items() if n in health},
+        bgp_lost_at={n: t for n, t in state.bgp_lost_at.items() if n in health},
         # Tunnels that vanished from the config must still be undone: `asked` stays as it
         # was, so the diff removes their routes and gives back the links held down.
         routes_for=None,
@@ -121,7 +128,13 @@ def _echo(state: CoreState, event: ev.LinkChanged) -> bool:
 
 def _same_view(a: hl.TunnelHealth, b: hl.TunnelHealth) -> bool:
     """Nothing any decision or report reads has changed (probe counters may have)."""
-    return a.state is b.state and a.since == b.since and a.reason == b.reason and a.sa is b.sa
+    return (
+        a.state is b.state
+        and a.since == b.since
+        and a.reason == b.reason
+        and a.sa is b.sa
+        and a.bgp_up == b.bgp_up
+    )
 
 
 def _quiet(state: CoreState, now: float) -> bool:
@@ -142,11 +155,15 @@ def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list
         return _learn(state, event, now)
     if name is None:
         # About every tunnel (a source went blind or came back) or about time itself.
+        told: list[act.Action] = []
+        if isinstance(event, ev.SourceLost | ev.SourceRecovered | ev.ComponentRestarted):
+            state, told = component_alert(state, event, now)
         health = dict(state.health)
         for n, h in state.health.items():
             rules = state.ix.rules[n]
             health[n] = hl.judge(hl.observe(h, event, rules, now), rules, now)
-        return _decide(replace(state, health=health), now, before=state.health)
+        state, actions = _decide(replace(state, health=health), now, before=state.health)
+        return state, [*actions, *told]
     return _observe(state, name, event, now)
 
 
@@ -155,6 +172,9 @@ def _observe(
 ) -> tuple[CoreState, list[act.Action]]:
     was = state.health[name]
     rules = state.ix.rules[name]
+    said: list[act.Action] = []
+    if isinstance(event, ev.BgpNeighborUp | ev.BgpNeighborDown):
+        state, said = session_alert(state, event, was.bgp_up, now)
     tables = state
     rethink = False
     if isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
@@ -184,8 +204,9 @@ def _observe(
         h = hl.judge(hl.observe(was, event, rules, now), rules, now)
     new = replace(tables, health={**state.health, name: h})
     if tables is state and not rethink and _same_view(was, h) and _quiet(state, now):
-        return new, []
-    return _decide(new, now, before=state.health)
+        return new, said
+    new, actions = _decide(new, now, before=state.health)
+    return new, [*actions, *said]
 
 
 def _learn(

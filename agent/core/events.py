@@ -20,6 +20,7 @@ __all__ = [
     "ChildSaDown",
     "ChildSaRekeyed",
     "ChildSaUp",
+    "ComponentRestarted",
     "Event",
     "InboundTrafficSeen",
     "LinkChanged",
@@ -97,7 +98,10 @@ class BgpNeighborUp(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class BgpNeighborDown(Event):
+    """The session with the tunnel's neighbor ended; `reason` as ExaBGP gave it."""
+
     tunnel: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +166,17 @@ class SourceLost(Event):
 @dataclass(frozen=True, kw_only=True)
 class SourceRecovered(Event):
     source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComponentRestarted(Event):
+    """The agent started a component of its own again (a supervised exabgp that exited).
+
+    `reason` says why it had ended and how long the restart waited.
+    """
+
+    component: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

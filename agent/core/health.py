@@ -208,7 +208,7 @@ def observe(h: TunnelHealth, event: ev.Event, rules: HealthRules, now: float) ->
             if any(s == source for s, _ in h.sa_by_source):
                 h = _set_sa(h, source, SaView.UNKNOWN)
             return replace(h, blind_sources=h.blind_sources | {source})
-        case ev.SourceRecovered(source=source):
+        case ev.SourceRecovered(source=source) | ev.ComponentRestarted(component=source):
             return replace(h, blind_sources=h.blind_sources - {source})
         case _:
             return h

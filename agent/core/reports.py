@@ -1,4 +1,5 @@
-"""What operators are told: alerts for decisions, and each tunnel's summary when it changed."""
+"""What operators are told: alerts for decisions, for BGP sessions and components lost or back,
+and each tunnel's summary when it changed."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from dataclasses import replace
 
 from agent.config import BothDown
 from agent.core import actions as act
+from agent.core import events as ev
 from agent.core import health as hl
 from agent.core.routing import Roles, has_routes
 from agent.core.state import CoreState
 
-__all__ = ["alert", "carrier_alert", "tunnel_reports"]
+__all__ = ["alert", "carrier_alert", "component_alert", "session_alert", "tunnel_reports"]
 
 
 def alert(
@@ -55,6 +57,86 @@ def carrier_alert(
     )
 
 
+def _lag(event: ev.Event, now: float) -> float | None:
+    return None if not event.at else round(max(0.0, now - event.at), 6)
+
+
+def session_alert(
+    state: CoreState, event: ev.BgpNeighborUp | ev.BgpNeighborDown, was_up: bool, now: float
+) -> tuple[CoreState, list[act.Action]]:
+    """One alert per change of the tunnel's BGP session.
+
+    A session that never came up is not lost (a peer still booting says nothing new), and a
+    repeated down (ExaBGP's own report after the link to it closed) says nothing twice.
+    """
+    name = event.tunnel
+    neighbor = str(state.cfg.neighbor_of(state.cfg.tunnel(name)))
+    at = event.at or now
+    src: tuple[str, ...]
+    dst: tuple[str, ...]
+    if isinstance(event, ev.BgpNeighborDown):
+        if not was_up:
+            return state, []
+        lost = {**state.bgp_lost_at, name: at}
+        kind, reason, down_for = "bgp-session-lost", event.reason or "session down", None
+        src, dst = (name,), ()
+    else:
+        since = state.bgp_lost_at.get(name)
+        if was_up or since is None:
+            return state, []
+        lost = {n: t for n, t in state.bgp_lost_at.items() if n != name}
+        kind, reason, down_for = "bgp-session-restored", "session up", round(at - since, 6)
+        src, dst = (), (name,)
+    told = act.PublishAlert(
+        kind=kind,
+        at=now,
+        from_tunnels=src,
+        to_tunnels=dst,
+        reason=reason,
+        detected_after_s=_lag(event, now),
+        tunnel=name,
+        neighbor=neighbor,
+        down_for_s=down_for,
+    )
+    return replace(state, bgp_lost_at=lost), [told]
+
+
+def component_alert(
+    state: CoreState,
+    event: ev.SourceLost | ev.SourceRecovered | ev.ComponentRestarted,
+    now: float,
+) -> tuple[CoreState, list[act.Action]]:
+    """One alert when a component is lost, and one when it is back (reachable or restarted)."""
+    at = event.at or now
+    if isinstance(event, ev.SourceLost):
+        if event.source in state.components_lost:
+            return state, []
+        name, kind, reason, down_for = event.source, "component-lost", event.detail, None
+        lost = {**state.components_lost, name: at}
+    else:
+        if isinstance(event, ev.SourceRecovered):
+            name, kind, reason = event.source, "component-restored", "reachable again"
+            if name not in state.components_lost:
+                return state, []
+        else:
+            # Every restart is news, also one whose exit was not reported first.
+            name, kind, reason = event.component, "component-restarted", event.reason
+        since = state.components_lost.get(name)
+        down_for = None if since is None else round(at - since, 6)
+        lost = {n: t for n, t in state.components_lost.items() if n != name}
+    told = act.PublishAlert(
+        kind=kind,
+        at=now,
+        from_tunnels=(),
+        to_tunnels=(),
+        reason=reason or kind,
+        detected_after_s=_lag(event, now),
+        component=name,
+        down_for_s=down_for,
+    )
+    return replace(state, components_lost=lost), [told]
+
+
 def tunnel_reports(
     state: CoreState, roles: Roles | None, names: Iterable[str] | None = None
 ) -> tuple[CoreState, list[act.Action]]:
@@ -82,6 +164,7 @@ def tunnel_reports(
             metric=metric,
             since=h.since,
             reason=h.reason,
+            bgp=None if cfg.bgp is None else ("up" if h.bgp_up else "down"),
         )
         if reported.get(name) != report:
             reported[name] = report

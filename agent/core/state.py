@@ -50,3 +50,8 @@ class CoreState:
     # until the first deadline after it, an event that changes no verdict changes nothing.
     deadlines: tuple[float, ...] = ()
     decided_at: float = 0.0
+    # When each tunnel's BGP session was lost, while it stays lost: a session is "lost"
+    # only once it had been up, and "restored" only after it was lost.
+    bgp_lost_at: Mapping[str, float] = field(default_factory=dict)
+    # Components (sources, the supervised exabgp) lost and not yet back, with since when.
+    components_lost: Mapping[str, float] = field(default_factory=dict)

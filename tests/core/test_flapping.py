@@ -65,10 +65,21 @@ def test_half_hertz_flapping_moves_traffic_twice_for_two_failovers_worth(groups:
     assert moves[-1][0] > START + FLAP_S
     assert w.route_changes(START) <= 2 * unit
     alerts = [a for _, a in w.actions if isinstance(a, act.PublishAlert)]
-    assert [(a.kind, a.to_tunnels) for a in alerts] == [
+    assert [(a.kind, a.to_tunnels) for a in alerts if not a.neighbor] == [
         ("failover", ("tun2",)),
         ("failback", ("tun1",)),
     ]
+    # Each session drop is told once, and each return once, with how long it was down.
+    sessions = [a for a in alerts if a.neighbor]
+    assert [a.at for a in sessions if a.kind == "bgp-session-lost"] == [
+        t for t, _ in w.sessions_lost
+    ]
+    assert [a.kind for a in sessions] == [
+        "bgp-session-lost",
+        "bgp-session-restored",
+    ] * len(w.sessions_lost)
+    assert all(a.tunnel == "tun1" for a in sessions)
+    assert all(a.down_for_s for a in sessions if a.kind == "bgp-session-restored")
 
 
 @pytest.mark.parametrize("groups", [False, True], ids=["routes", "nexthop-groups"])

@@ -54,6 +54,9 @@ EVENTS: dict[str, Callable[[], ev.Event]] = {
     "AdminEnabled": lambda: ev.AdminEnabled(tunnel="tun1"),
     "SourceLost": lambda: ev.SourceLost(source="vici", detail="charon gone"),
     "SourceRecovered": lambda: ev.SourceRecovered(source="vici"),
+    "ComponentRestarted": lambda: ev.ComponentRestarted(
+        component="exabgp", reason="exited with status -9"
+    ),
     "TimerFired": ev.TimerFired,
 }
 
@@ -122,6 +125,13 @@ TABLE: dict[str, tuple[tuple[Health, str | None], ...]] = {
     # Blindness is not death: losing the SA source never takes a tunnel down.
     "SourceLost": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
     "SourceRecovered": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
+    "ComponentRestarted": (
+        (H.INIT, _),
+        (H.UP, _),
+        (H.DEGRADED, _),
+        (H.DOWN, _),
+        (H.ADMIN_DOWN, _),
+    ),
     "TimerFired": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
 }
 
