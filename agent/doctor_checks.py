@@ -237,8 +237,9 @@ def _family(t: Tunnel) -> str:
 def disable_policy(cfg: Config, view: SystemView) -> Iterator[Finding]:
     # Only VTIs: an XFRM interface's policy check goes by if_id, and strongSwan documents
     # disable_policy for VTIs alone.
+    # Whatever the interface's kind: a VTI made in its place starts with the same sysctl.
     for t in cfg.tunnels:
-        if t.kind is not TunnelKind.VTI or _link(view, t) is None:
+        if t.kind is not TunnelKind.VTI or t.interface not in view.links:
             continue
         fam = _family(t)
         own = view.sysctls.get(f"net.{fam}.conf.{t.interface}.disable_policy")
@@ -310,7 +311,7 @@ def source_address(cfg: Config, view: SystemView) -> Iterator[Finding]:
 
 def mtu(cfg: Config, view: SystemView) -> Iterator[Finding]:
     for t in cfg.tunnels:
-        link = _link(view, t)
+        link = view.links.get(t.interface)
         under = underlay_device(view, t)
         if t.kind not in (TunnelKind.VTI, TunnelKind.XFRM) or link is None or under is None:
             continue

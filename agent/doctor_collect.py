@@ -31,7 +31,7 @@ from agent.config import Config, Source
 from agent.config.protocols import RT_PROTOS_PATHS
 from agent.doctor_view import Link, Route, SystemView, XfrmPolicy, XfrmState
 
-__all__ = ["collect", "nft_snat_interfaces", "rt_proto_name"]
+__all__ = ["collect", "nft_snat_interfaces", "read_xfrm", "rt_proto_name"]
 
 PROC = Path("/proc")
 MAX_XFRM_ENTRIES = 200_000
@@ -103,7 +103,7 @@ def _xfrm_dump(request: bytes) -> Iterator[bytes]:
         sock.close()
 
 
-def _xfrm() -> tuple[tuple[XfrmState, ...] | None, tuple[XfrmPolicy, ...] | None, str | None]:
+def read_xfrm() -> tuple[tuple[XfrmState, ...] | None, tuple[XfrmPolicy, ...] | None, str | None]:
     try:
         sas: list[XfrmState] = []
         for buf in _xfrm_dump(dump_request(1)):
@@ -239,7 +239,7 @@ def _vici(cfg: Config) -> str | None:
 def collect(cfg: Config, *, proc: Path = PROC) -> SystemView:
     """The system as doctor sees it, in this process's network namespace."""
     links, routes_220, rule_tables = asyncio.run(_rtnl(None))
-    sas, policies, xfrm_error = _xfrm()
+    sas, policies, xfrm_error = read_xfrm()
     underlay = {
         link.name
         for link in links.values()

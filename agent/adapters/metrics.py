@@ -67,6 +67,14 @@ class MetricsExporter:
             ["kind"],
             registry=self.registry,
         )
+        self.rejected = Counter(
+            "vti_failover_learned_rejected",
+            "Learned prefixes the import policy refused, by tunnel and reason",
+            ["tunnel", "reason"],
+            registry=self.registry,
+        )
+        # The core reports totals; the counter grows by what is new since the last report.
+        self._rejected_seen: dict[tuple[str, str], int] = {}
         self.actions = Counter(
             "vti_failover_actions",
             "Actions the core asked for, by type",
@@ -139,6 +147,12 @@ class MetricsExporter:
                         self.metric.remove(action.tunnel)
                 else:
                     self.metric.labels(action.tunnel).set(action.metric)
+                for reason, total in action.learned_rejected:
+                    key = (action.tunnel, reason)
+                    grown = total - self._rejected_seen.get(key, 0)
+                    if grown > 0:
+                        self.rejected.labels(*key).inc(grown)
+                    self._rejected_seen[key] = total
             elif isinstance(action, PublishAlert):
                 self.alerts.labels(action.kind).inc()
                 if action.detected_after_s is not None:

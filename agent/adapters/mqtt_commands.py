@@ -1,5 +1,8 @@
 """MQTT maintenance commands: <prefix>/<agent>/cmd drain/undrain becomes AdminDisabled/Enabled.
 
+Whether a drain is allowed is the core's rule (the last tunnel in service only with
+"force": true); the command only carries the flag.
+
 Off unless mqtt.commands is set. Who may publish there is the broker's ACL's business; a
 bad command is logged and ignored. It has its own connection (client id <agent>-cmd), so
 a config reload can rebuild it without touching the publisher.
@@ -63,9 +66,15 @@ class MqttCommands:
         if cmd.tunnel not in self.tunnels:
             log.warning("mqtt: ignored %s: no tunnel named %s", cmd.action, brief(repr(cmd.tunnel)))
             return None
-        log.info("mqtt: %s %s requested on %s", cmd.action, cmd.tunnel, self.topic)
+        forced = " (forced)" if cmd.force else ""
+        log.info("mqtt: %s %s%s requested on %s", cmd.action, cmd.tunnel, forced, self.topic)
         if cmd.action == "drain":
-            return AdminDisabled(tunnel=cmd.tunnel, reason="drained over mqtt", at=time.monotonic())
+            return AdminDisabled(
+                tunnel=cmd.tunnel,
+                reason="drained over mqtt",
+                force=cmd.force,
+                at=time.monotonic(),
+            )
         return AdminEnabled(tunnel=cmd.tunnel, at=time.monotonic())
 
     async def run(self, emit: Emit) -> None:

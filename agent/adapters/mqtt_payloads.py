@@ -155,6 +155,7 @@ def tunnel_state_message(
         "reason": state.reason,
         "since": iso_utc(clock.to_wall(state.since)),
         "updated_at": iso_utc(clock.wall()),
+        "learned_rejected": dict(state.learned_rejected),
     }
     return Message(topics.tunnel_state(state.tunnel), _encode(body), retain=True)
 
@@ -163,10 +164,13 @@ def tunnel_state_message(
 class Command:
     action: str
     tunnel: str
+    # A drain that leaves no tunnel in service is refused unless forced.
+    force: bool = False
 
 
 def command_from_payload(payload: bytes) -> Command:
-    """Parse {"command": "drain"|"undrain", "tunnel": NAME}; ValueError names the problem."""
+    """Parse {"command": "drain"|"undrain", "tunnel": NAME, "force": BOOL (optional)};
+    ValueError names the problem."""
     try:
         data = loads(payload, max_chars=MAX_COMMAND_BYTES, max_depth=MAX_COMMAND_DEPTH)
     except JsonLimitError as exc:
@@ -180,7 +184,10 @@ def command_from_payload(payload: bytes) -> Command:
         raise ValueError(f"command must be drain or undrain, got {_brief(action)}")
     if not isinstance(tunnel, str) or not tunnel:
         raise ValueError(f"tunnel must be a tunnel name, got {_brief(tunnel)}")
-    return Command(action, tunnel)
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise ValueError(f"force must be true or false, got {_brief(force)}")
+    return Command(action, tunnel, force)
 
 
 def _brief(value: object) -> str:

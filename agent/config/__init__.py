@@ -9,6 +9,7 @@ and every cross-field rule) <- messages (operator-facing lines) <- loader (YAML 
 """
 
 # json_schema is not in __all__ (it never was); the CLI's `schema` command imports it from here.
+from agent.config.imports import ImportPolicy, PrefixRange
 from agent.config.loader import json_schema as json_schema
 from agent.config.loader import load_config, parse_config
 from agent.config.models import (
@@ -26,7 +27,15 @@ from agent.config.models import (
     ViciSettings,
 )
 from agent.config.problems import ConfigError
-from agent.config.scalars import BothDown, LinkControl, PolicyMode, ProbeKind, Source, TunnelKind
+from agent.config.scalars import (
+    BothDown,
+    LinkControl,
+    OnMaxPrefixes,
+    PolicyMode,
+    ProbeKind,
+    Source,
+    TunnelKind,
+)
 from agent.config.tunnel import InnerAddressing, ProbeSettings, Tunnel, Underlay
 
 __all__ = [
@@ -37,13 +46,16 @@ __all__ = [
     "ConfigError",
     "Dampening",
     "ExaBgpSettings",
+    "ImportPolicy",
     "InnerAddressing",
     "LinkControl",
     "MetricsSettings",
     "MqttSettings",
     "NetlinkSettings",
+    "OnMaxPrefixes",
     "Policy",
     "PolicyMode",
+    "PrefixRange",
     "ProbeKind",
     "ProbeSettings",
     "RemotePrefixes",

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, IPvAnyAddress, model_validator
 
+from agent.config.imports import ImportPolicy
 from agent.config.problems import FieldProblemsError, Problem, raise_if, repeats
 from agent.config.rules import config_problems
 from agent.config.scalars import (
@@ -35,6 +36,8 @@ class RemotePrefixes(FrozenModel):
     static: tuple[IPNetwork, ...] = ()
     # Install the prefixes each tunnel's BGP neighbor announces, via that tunnel.
     learned_from_bgp: bool = False
+    # Which of them (`import` in the file: a Python keyword, hence the alias).
+    import_: ImportPolicy = Field(default=ImportPolicy(), alias="import")
 
 
 class AttributeSet(FrozenModel):

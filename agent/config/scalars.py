@@ -159,3 +159,13 @@ class LinkControl(enum.StrEnum):
     SA_DOWN = "sa-down"
     # Whenever the tunnel is DOWN; raised again for probation (see Policy.probation_after_s).
     DOWN = "down"
+
+
+class OnMaxPrefixes(enum.StrEnum):
+    """What a neighbor sending more than import.max_prefixes prefixes gets."""
+
+    # Every route learned from it is withdrawn until its session restarts, as a router's
+    # maximum-prefix tears the session down: a leak is not half-installed.
+    WITHDRAW_ALL = "withdraw-all"
+    # The first max_prefixes stay; each one past the limit is refused.
+    IGNORE_EXCESS = "ignore-excess"

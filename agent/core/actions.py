@@ -224,6 +224,8 @@ class PublishTunnelState(Action):
     rtt_ms: float | None = None
     # The BGP session over the tunnel: "up" or "down"; None without BGP.
     bgp: str | None = None
+    # Learned prefixes the import policy refused since the agent started: (reason, count).
+    learned_rejected: tuple[tuple[str, int], ...] = ()
 
     def __str__(self) -> str:
         role = "carrying" if self.carrying else ("standby" if self.metric is not None else "idle")

@@ -10,7 +10,6 @@ learned prefix costs the routes of that prefix.
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
@@ -19,11 +18,13 @@ from agent.core import actions as act
 from agent.core import dampening as damp
 from agent.core import events as ev
 from agent.core import health as hl
+from agent.core import imports as imp
 from agent.core import policy as pol
 from agent.core import routing
 from agent.core.diff import diff, route_actions
 from agent.core.index import index_of, rules_for
 from agent.core.kernel import forget_link, lose_nexthops
+from agent.core.learning import fold
 from agent.core.reports import (
     alert,
     carrier_alert,
@@ -83,14 +84,24 @@ def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, l
     damping = {
         t.name: state.damping.get(t.name, damp.DampState(updated_at=now)) for t in cfg.tunnels
     }
+    ix = index_of(cfg)
+    # The new policy judges again what each neighbor taught (and what it was refused).
+    admitted = {
+        n: imp.readmit(
+            ix.imports, state.imports.get(n, imp.Ledger()), state.learned.get(n, frozenset())
+        )
+        for n in health
+        if n in state.learned or n in state.imports
+    }
     new = replace(
         state,
         cfg=cfg,
-        ix=index_of(cfg),
+        ix=ix,
         health=health,
         damping=damping,
         usable_since={n: s for n, s in state.usable_since.items() if n in health},
-        learned={n: p for n, p in state.learned.items() if n in health},
+        learned={n: a.learned for n, a in admitted.items()},
+        imports={n: a.ledger for n, a in admitted.items()},
         carriers=tuple(c for c in state.carriers if c in health),
         standbys=tuple(s for s in state.standbys if s in health),
         reported={n: r for n, r in state.reported.items() if n in health},
@@ -106,14 +117,6 @@ def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, l
 def _tunnel_of(event: ev.Event) -> str | None:
     tunnel = getattr(event, "tunnel", None)
     return tunnel if isinstance(tunnel, str) else None
-
-
-def _prefix(text: str) -> str | None:
-    """A peer's prefix in canonical form, or None when it is not a prefix at all."""
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        return None
 
 
 def _echo(state: CoreState, event: ev.LinkChanged) -> bool:
@@ -177,6 +180,13 @@ def _observe(
         state, said = session_alert(state, event, was.bgp_up, now)
     tables = state
     rethink = False
+    if isinstance(event, ev.AdminDisabled) and not event.force:
+        refusal = pol.drain_refusal(state.health, _usable(state), name)
+        if refusal is not None:
+            told = act.PublishAlert(
+                kind="drain-refused", at=now, from_tunnels=(name,), to_tunnels=(), reason=refusal
+            )
+            return state, [told]
     if isinstance(event, ev.AdminDisabled | ev.AdminEnabled):
         h = hl.judge(hl.admin(was, event, now), rules, now)
     elif isinstance(event, ev.LinkChanged) and _echo(state, event):
@@ -186,6 +196,15 @@ def _observe(
             # A lost session takes everything it taught us with it.
             learned = {**state.learned, name: frozenset[str]()}
             tables = replace(tables, learned=learned, routes_for=None)
+        ledger = state.imports.get(name)
+        if (
+            isinstance(event, ev.BgpNeighborDown)
+            and ledger
+            and (ledger.refused or ledger.over_limit)
+        ):
+            # ... and what it was refused: its next session is judged afresh.
+            fresh = replace(ledger, refused={}, over_limit=False)
+            tables = replace(tables, imports={**state.imports, name: fresh})
         if isinstance(event, ev.BgpEndOfRib):
             eor = state.end_of_rib.get(name, frozenset())
             tables = replace(tables, end_of_rib={**state.end_of_rib, name: eor | {event.family}})
@@ -214,29 +233,25 @@ def _learn(
     event: ev.BgpRouteLearned | ev.BgpRouteWithdrawn | ev.BgpRoutesChanged,
     now: float,
 ) -> tuple[CoreState, list[act.Action]]:
-    """Fold a neighbor's announcements in; only the routes of the prefixes it changed move."""
+    """Fold a neighbor's announcements in through the import policy; only the routes of the
+    prefixes it changed move."""
     name = event.tunnel
-    if isinstance(event, ev.BgpRoutesChanged):
-        gone, came = event.withdrawn, event.announced
-    elif isinstance(event, ev.BgpRouteLearned):
-        gone, came = (), (event.prefix,)
-    else:
-        gone, came = (event.prefix,), ()
-    # A malformed prefix from a peer changes nothing (the adapter logs it).
-    withdrawn = {p for p in map(_prefix, gone) if p is not None}
-    announced = {p for p in map(_prefix, came) if p is not None}
-    known = state.learned.get(name, frozenset())
-    now_known = (known - withdrawn) | announced
-    changed = [p for p in withdrawn | announced if (p in known) != (p in now_known)]
-    if changed:
-        state = replace(state, learned={**state.learned, name: now_known})
+    if not _learning(state.cfg):
+        return state, []
+    ledger = state.imports.get(name)
+    state, changed, told = fold(state, event, now)
     if not _quiet(state, now) or (state.settled and state.routes_for is None):
         # A decision is due anyway: it rebuilds the tables with what was just learned.
         rebuilt = replace(state, routes_for=None) if changed else state
-        return _decide(rebuilt, now, before=state.health)
+        state, actions = _decide(rebuilt, now, before=state.health)
+        state, reports = tunnel_reports(state, state.routes_for, [name])
+        return state, [*actions, *told, *reports]
     if not changed or state.routes_for is None:
         # Before the first decision nothing is routed yet: the tables only fill.
-        return state, []
+        if state.imports.get(name) is ledger:
+            return state, [*told]
+        state, reports = tunnel_reports(state, state.routes_for, [name])
+        return state, [*told, *reports]
     roles = state.routes_for
     old = state.asked.by_prefix
     by_prefix = dict(old)
@@ -249,7 +264,7 @@ def _learn(
     installs, removes = route_actions(old, by_prefix, changed)
     state = replace(state, asked=replace(state.asked, by_prefix=by_prefix))
     state, reports = tunnel_reports(state, roles, [name])
-    return state, [*installs, *removes, *reports]
+    return state, [*installs, *removes, *told, *reports]
 
 
 def _usable(state: CoreState) -> list[str]:
@@ -289,7 +304,8 @@ def _decide(
     old_cfg: Config | None = None,
 ) -> tuple[CoreState, list[act.Action]]:
     cfg = state.cfg
-    prior = state
+    imports, summed = imp.summaries(state.imports, now)
+    prior = state = replace(state, imports=imports) if summed else state
     state = replace(state, damping=_update_damping(state, before or state.health, now))
     usable = _usable(state)
     usable_since = {n: state.usable_since.get(n, now) for n in usable}
@@ -298,7 +314,7 @@ def _decide(
         if now < state.settle_by and any(h.state is hl.Health.INIT for h in state.health.values()):
             # Before first evidence, say nothing: the kernel keeps what it has (no restart flap).
             state, reports = tunnel_reports(state, None, _changed_health(prior, state, before))
-            return _with_deadlines(state, now, usable), reports
+            return _with_deadlines(state, now, usable), [*summed, *reports]
         state = replace(state, settled=True, settled_at=now)
     pool = pol.ranked(cfg, usable, state.health)
     seasoned = pol.proven(cfg, usable, usable_since, state.settled_at, now)
@@ -346,7 +362,7 @@ def _decide(
     if sweeps:
         state = replace(state, swept=state.swept | {s.family for s in sweeps})
     state, reports = tunnel_reports(state, roles, _touched(prior, state, before))
-    return _with_deadlines(state, now, usable), [*actions, *sweeps, *alerts, *reports]
+    return _with_deadlines(state, now, usable), [*actions, *sweeps, *alerts, *summed, *reports]
 
 
 def _changed_health(
@@ -479,6 +495,8 @@ def _with_deadlines(state: CoreState, now: float, usable: list[str] | None = Non
         at = damp.reuse_at(d, cfg.policy.dampening)
         if at is not None:
             times.append(at)
+    # Refusals no alert mentioned are summed up when their window ends.
+    times += [at for led in state.imports.values() if (at := led.summary_due()) is not None]
     return replace(state, deadlines=tuple(sorted(times)))
 
 

@@ -141,10 +141,14 @@ class BgpRoutesChanged(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class AdminDisabled(Event):
-    """An operator drained the tunnel for maintenance."""
+    """An operator drained the tunnel for maintenance.
+
+    Draining the last tunnel in service is refused unless `force` says it is meant.
+    """
 
     tunnel: str
     reason: str = "admin"
+    force: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

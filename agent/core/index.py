@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,8 +9,9 @@ from dataclasses import dataclass
 from agent.config import Config, Source, TunnelKind
 from agent.core.actions import NextHop
 from agent.core.health import HealthRules
+from agent.core.imports import ImportRules, import_rules
 
-__all__ = ["CoreIndex", "Network", "index_of", "network_of", "rules_for", "version_of"]
+__all__ = ["CoreIndex", "Network", "index_of", "rules_for", "version_of"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Point-to-point kinds route by device; the others need the peer as gateway.
@@ -32,6 +32,7 @@ class CoreIndex:
     groups: bool
     tables: tuple[int, ...]  # every table a tunnel routes in, sorted
     table_tunnels: Mapping[int, tuple[str, ...]]  # table -> its tunnels, in config order
+    imports: ImportRules  # the import policy for learned routes, compiled
 
 
 def rules_for(cfg: Config, tunnel: str) -> HealthRules:
@@ -74,13 +75,8 @@ def index_of(cfg: Config) -> CoreIndex:
         groups=cfg.netlink.nexthop_groups is True,
         tables=tables,
         table_tunnels={n: tuple(t for t, tb in table.items() if tb == n) for n in tables},
+        imports=import_rules(cfg),
     )
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def network_of(prefix: str) -> Network:
-    """A canonical prefix text as a network; cached, since a table is parsed again per move."""
-    return ipaddress.ip_network(prefix, strict=False)
 
 
 def version_of(prefix: str) -> int:

@@ -15,6 +15,7 @@ __all__ = [
     "choose_carriers",
     "choose_standbys",
     "desired_links",
+    "drain_refusal",
     "pending_preemptions",
     "preference",
     "probation_deadlines",
@@ -238,3 +239,20 @@ def probation_deadlines(
             if deadline > now:
                 out.append(deadline)
     return out
+
+
+def drain_refusal(
+    health: Mapping[str, TunnelHealth], usable: Collection[str], name: str
+) -> str | None:
+    """Why an operator's drain of `name` is refused unless forced (None: it is not).
+
+    A drain takes traffic off a tunnel for maintenance; one that leaves no tunnel to carry
+    it is an outage, more likely a slip than meant.
+    """
+    if health[name].state is Health.ADMIN_DOWN:
+        return None
+    if name in usable and not any(n != name for n in usable):
+        return f"refused: {name} is the last usable tunnel; use force"
+    if all(h.state is Health.ADMIN_DOWN for n, h in health.items() if n != name):
+        return f"refused: every other tunnel is drained, {name} is the last in service; use force"
+    return None

@@ -57,6 +57,13 @@ def carrier_alert(
     )
 
 
+def _rejected(state: CoreState, name: str) -> tuple[tuple[str, int], ...]:
+    ledger = state.imports.get(name)
+    if ledger is None:
+        return ()
+    return tuple(sorted((why.value, n) for why, n in ledger.counts.items()))
+
+
 def _lag(event: ev.Event, now: float) -> float | None:
     return None if not event.at else round(max(0.0, now - event.at), 6)
 
@@ -165,6 +172,7 @@ def tunnel_reports(
             since=h.since,
             reason=h.reason,
             bgp=None if cfg.bgp is None else ("up" if h.bgp_up else "down"),
+            learned_rejected=_rejected(state, name),
         )
         if reported.get(name) != report:
             reported[name] = report

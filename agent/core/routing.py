@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from agent.config import Config, PolicyMode
 from agent.core.actions import AnnouncePrefix, NextHop, Route
-from agent.core.index import CoreIndex, network_of, version_of
+from agent.core.index import CoreIndex, version_of
 
 __all__ = [
     "Desired",
@@ -25,7 +25,6 @@ __all__ = [
     "live_tables",
     "partly_held",
     "prefix_routes",
-    "routable",
     "slot_metric",
 ]
 
@@ -56,15 +55,6 @@ class Desired:
     @property
     def routes(self) -> frozenset[Route]:
         return frozenset(r for rs in self.by_prefix.values() for r in rs)
-
-
-def routable(ix: CoreIndex, prefix: str) -> bool:
-    """A learned prefix may be routed into a tunnel: not our own site reflected back."""
-    net = network_of(prefix)
-    return not any(
-        net.version == site.version and net.subnet_of(site)  # type: ignore[arg-type]
-        for site in ix.site
-    )
 
 
 def _group(
@@ -109,7 +99,8 @@ def prefix_routes(
     """
     metric = roles.metrics(cfg)
     static = prefix in ix.static_set
-    learnable = not static and cfg.remote_prefixes.learned_from_bgp and routable(ix, prefix)
+    # Learned sets hold only what the import policy let in (agent.core.imports).
+    learnable = not static and cfg.remote_prefixes.learned_from_bgp
     version = version_of(prefix)
     out: frozenset[Route] = frozenset()
     for table in ix.tables:
@@ -207,7 +198,7 @@ def has_routes(
         return True
     if not cfg.remote_prefixes.learned_from_bgp:
         return False
-    return any(routable(ix, p) for p in learned.get(name, frozenset()))
+    return bool(learned.get(name))
 
 
 def announcements(

@@ -9,6 +9,7 @@ from agent.config import Config
 from agent.core import actions as act
 from agent.core import dampening as damp
 from agent.core import health as hl
+from agent.core import imports as imp
 from agent.core.index import CoreIndex
 from agent.core.routing import Desired, Roles
 
@@ -33,7 +34,9 @@ class CoreState:
     # Every tunnel standing by (routed or only announced), best first.
     standbys: tuple[str, ...] = ()
     both_down: bool = False
+    # What each neighbor taught that the import policy let in, and what it refused.
     learned: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    imports: Mapping[str, imp.Ledger] = field(default_factory=dict)
     # What the core last asked the actuators for: the base of every diff.
     asked: Desired = field(default_factory=Desired)
     # The roles asked.by_prefix was built for (None: rebuild it), and those of

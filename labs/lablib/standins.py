@@ -256,6 +256,8 @@ def agent_config(
     if bgp_workdir is not None:
         lines += [
             "  learned_from_bgp: true",
+            # The prefixes run sends up to 100,000 per neighbor: past the default limit.
+            "  import: {max_prefixes: null}",
             "bgp: {local_as: 65001, peer_as: 65002, router_id: 10.1.0.1, "
             f"hold_time_s: {hold_time_s}}}",
             f"exabgp: {{mode: supervise, executable: {exabgp}, workdir: {bgp_workdir}, "

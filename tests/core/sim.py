@@ -36,6 +36,7 @@ def make_config(
     bgp: bool = True,
     learned: bool = True,
     groups: bool = False,
+    imports: dict[str, Any] | None = None,
     **policy: Any,
 ) -> Config:
     """Two VTIs (tun1 primary, tun2 backup) with short windows, overridable per test."""
@@ -61,7 +62,11 @@ def make_config(
         "agent_id": "site-a",
         "tunnels": tunnels,
         "site_prefixes": site,
-        "remote_prefixes": {"static": ["10.2.0.0/24"], "learned_from_bgp": bgp and learned},
+        "remote_prefixes": {
+            "static": ["10.2.0.0/24"],
+            "learned_from_bgp": bgp and learned,
+            "import": imports or {},
+        },
         "policy": pol,
         "netlink": {"nexthop_groups": groups},
     }

@@ -252,7 +252,8 @@ def test_both_down_keep_last_keeps_routes_links_and_announcements() -> None:
 def test_keep_last_never_keeps_a_drained_tunnel() -> None:
     sim, router = started(both_down="keep-last")
     drive(sim, router, ev.ChildSaDown(tunnel="tun2", at=sim.now))
-    drive(sim, router, ev.AdminDisabled(tunnel="tun1", at=sim.now))
+    # tun1 is the last usable tunnel: a drain of it must say it is meant.
+    drive(sim, router, ev.AdminDisabled(tunnel="tun1", force=True, at=sim.now))
     assert router.routes == {}
     assert router.adj_out == {}
     assert router.links["vti1"] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,14 +11,32 @@ from hypothesis import strategies as st
 from agent.core import actions as act
 from agent.core import engine
 from agent.core import events as ev
+from agent.core import imports as imp
 from agent.core.engine import next_deadline
 
 from .sim import FakeRouter, Sim, make_config, tunnel
 
 NAMES = ("tun1", "tun2", "tun3")
 # Site B's prefixes, one equal to the static remote prefix, one inside our own site
-# (reflected back), one that is no prefix at all.
+# (reflected back), one that is no prefix at all; then what a hostile or careless peer
+# sends: defaults, the underlay ends, martians, our site, what covers a tunnel's inside.
 POOL = ("10.2.1.0/24", "10.2.2.0/24", "10.2.0.0/24", "10.1.0.0/25", "2001:db8:b::/48", "bogus")
+HOSTILE = (
+    "0.0.0.0/0",
+    "::/0",
+    "198.51.100.2/32",
+    "192.0.2.0/24",
+    "128.0.0.0/1",
+    "127.0.0.0/8",
+    "224.0.0.0/4",
+    "255.255.255.255/32",
+    "fe80::/64",
+    "ff02::1/128",
+    "::ffff:0:0/96",
+    "10.1.0.0/24",
+    "10.0.0.0/8",
+    "169.254.3.0/30",
+)
 KINDS = (
     "ok",
     "ok",
@@ -98,13 +117,19 @@ steps = st.lists(
         dt=st.sampled_from([0.0, 0.2, 0.2, 1.0, 7.5, 31.0]),
         tunnel=st.sampled_from(NAMES),
         kind=st.sampled_from(KINDS),
-        prefixes=st.lists(st.sampled_from(POOL), min_size=1, max_size=4).map(tuple),
+        prefixes=st.lists(st.sampled_from(POOL + HOSTILE), min_size=1, max_size=4).map(tuple),
     ),
     max_size=50,
 )
 
 
-def three_tunnels(mode: str, standby_routes: int, own_table: bool, groups: bool = False) -> Sim:
+def three_tunnels(
+    mode: str,
+    standby_routes: int,
+    own_table: bool,
+    groups: bool = False,
+    imports: dict[str, Any] | None = None,
+) -> Sim:
     # tun3 may route in a table of its own: its routes never merge with the others'.
     third = tunnel(3, table=100) if own_table else tunnel(3)
     return Sim(
@@ -113,8 +138,19 @@ def three_tunnels(mode: str, standby_routes: int, own_table: bool, groups: bool 
             mode=mode,
             standby_routes=standby_routes,
             groups=groups,
+            imports=imports,
         )
     )
+
+
+# Import policies: the default, a small limit either way, an accept list, defaults allowed.
+IMPORTS: list[dict[str, Any]] = [
+    {},
+    {"max_prefixes": 2},
+    {"max_prefixes": 2, "on_max_prefixes": "ignore-excess"},
+    {"accept": ["10.2.0.0/16 le 24"]},
+    {"allow_default": True},
+]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -125,6 +161,7 @@ def three_tunnels(mode: str, standby_routes: int, own_table: bool, groups: bool 
     own_table=st.booleans(),
     up_first=st.booleans(),
     groups=st.booleans(),
+    imports=st.sampled_from(IMPORTS),
 )
 def test_every_step_leaves_what_a_decision_from_scratch_would(
     script: list[Step],
@@ -133,8 +170,12 @@ def test_every_step_leaves_what_a_decision_from_scratch_would(
     own_table: bool,
     up_first: bool,
     groups: bool,
+    imports: dict[str, Any],
 ) -> None:
-    sim = three_tunnels(mode, standby_routes, own_table, groups)
+    sim = three_tunnels(mode, standby_routes, own_table, groups, imports)
+    rules = sim.state.ix.imports
+    static = set(sim.state.ix.static)
+    limit = sim.cfg.remote_prefixes.import_.max_prefixes
     router = FakeRouter()
     if up_first:
         sim.bring_up(NAMES)
@@ -156,6 +197,11 @@ def test_every_step_leaves_what_a_decision_from_scratch_would(
         # The actions, in their order, leave the kernel with exactly what the core asked.
         asked = sim.state.asked
         assert router.routes == {(r.prefix, r.table, r.metric): r for r in asked.routes}
+        # Whatever a peer sends, no route the import policy forbids reaches the kernel,
+        # and no neighbor has more prefixes in than its limit.
+        for prefix, _, _ in router.routes:
+            assert prefix in static or imp.rejection(rules, prefix) is None, prefix
+        assert all(limit is None or len(s) <= limit for s in sim.state.learned.values())
         assert router.groups == {g: hops for g, (_, hops) in asked.groups.items()}
         fresh, actions = engine.decide(sim.state, sim.now)
         assert actions == []

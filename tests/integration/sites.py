@@ -14,7 +14,7 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,11 +209,12 @@ async def running_agent(
     *,
     wrap_netlink: Wrap | None = None,
     wrap_exabgp: Wrap | None = None,
+    extra: Sequence[Actuator] = (),
 ) -> AsyncIterator[Agent]:
     """The real Runtime in this process, acting in site A's namespace; stopped on exit.
 
     `wrap_*` (benchmarks) wrap an actuator to time its apply(); the ExaBGP object stays
-    the source as it is.
+    the source as it is. `extra` actuators (a metrics exporter) see every action too.
     """
     made: list[tuple[ScriptedSa, ExaBgpAdapter, NetlinkActuator]] = []
 
@@ -229,6 +230,7 @@ async def running_agent(
         actuators: list[Actuator] = [
             wrap_netlink(nl) if wrap_netlink else nl,
             wrap_exabgp(exa) if wrap_exabgp else exa,
+            *extra,
         ]
         made.append((sa, exa, nl))
         return Adapters(sources=[sa, links, exa], actuators=actuators)

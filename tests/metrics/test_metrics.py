@@ -88,3 +88,32 @@ async def test_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixture)
         await exporter.apply(_failover_actions())
         await exporter.close(cleanup=False)
     assert "cannot listen" in caplog.text
+
+
+async def test_scrape_counts_refused_learned_prefixes_by_tunnel_and_reason() -> None:
+    cfg = load_config(CONFIG)
+    state = engine.initial_state(cfg, 0.0)
+    out: list[Action] = []
+    updates = [
+        ("0.0.0.0/0", "127.0.0.0/8", "10.77.0.0/24"),
+        ("224.0.0.0/4", "0.0.0.0/0"),  # the default again: refused, not counted twice
+    ]
+    for i, announced in enumerate(updates):
+        event = ev.BgpRoutesChanged(tunnel="tun1", announced=announced)
+        state, actions = engine.step(state, event, 1.0 + i)
+        out += actions
+    port = free_port()
+    exporter = MetricsExporter(
+        MetricsSettings(enabled=True, listen=ipaddress.IPv4Address("127.0.0.1"), port=port),
+        "site-a",
+    )
+    await exporter.run()
+    try:
+        await exporter.apply(out)
+        samples = _scrape(exporter.port)
+    finally:
+        await exporter.close(cleanup=False)
+    rejected = "vti_failover_learned_rejected_total"
+    assert samples[f'{rejected}{{reason="default",tunnel="tun1"}}'] == 1
+    assert samples[f'{rejected}{{reason="martian",tunnel="tun1"}}'] == 2
+    assert samples['vti_failover_alerts_total{kind="learned-rejected"}'] == 2

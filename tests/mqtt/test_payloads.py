@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,21 @@ def test_bad_commands_are_refused_with_a_reason(raw: bytes) -> None:
 def test_commands_parse() -> None:
     cmd = command_from_payload(b'{"command": "drain", "tunnel": "tun2"}')
     assert (cmd.action, cmd.tunnel) == ("drain", "tun2")
+
+
+def test_a_drain_may_be_forced() -> None:
+    assert not command_from_payload(b'{"command": "drain", "tunnel": "tun2"}').force
+    cmd = command_from_payload(b'{"command": "drain", "tunnel": "tun2", "force": true}')
+    assert (cmd.action, cmd.tunnel, cmd.force) == ("drain", "tun2", True)
+    validate({"command": "drain", "tunnel": "tun2", "force": True}, "command")
+    with pytest.raises(ValueError, match="force must be true or false, got 'yes'"):
+        command_from_payload(b'{"command": "drain", "tunnel": "tun2", "force": "yes"}')
+
+
+def test_the_state_carries_refused_learned_prefixes_by_reason() -> None:
+    _, states = _core_actions()
+    refused = (("default", 1), ("martian", 3))
+    state = replace(states[-1], learned_rejected=refused)
+    body = json.loads(tunnel_state_message(TOPICS, AGENT, state, CLOCK).payload)
+    validate(body, "tunnel_state")
+    assert body["learned_rejected"] == {"default": 1, "martian": 3}
