@@ -23,20 +23,26 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "labs"))
+import yaml
+from guest_agent import (
+    agent_log,
+    reestablished,
+    sessions_since,
+    sessions_up,
+    start_agent,
+    stop_agent,
+    wait,
+)
 from lablib.nslab import Lab
-from lablib.topology import STATE_ROOT, TOP
 
 Facts = dict[str, Any]
 PROBE_V4 = "10.2.0.10"
 PROBE_V6 = "2001:db8:2::10"
-AGENT = "vti-failover"
 
 
 def kernel(lab: Lab, prefixes: list[str]) -> Facts:
@@ -62,15 +68,6 @@ def kernel(lab: Lab, prefixes: list[str]) -> Facts:
     return {"at": time.time(), "nexthops": objects, "routes": routes, "get": get}
 
 
-def wait(what: str, ok: Callable[[], bool], timeout: float) -> float:
-    start = time.monotonic()
-    while not ok():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"no {what} within {timeout:.0f} s")
-        time.sleep(0.3)
-    return round(time.monotonic() - start, 1)
-
-
 def routed_via(lab: Lab, dev: str) -> Callable[[], bool]:
     def ok() -> bool:
         got = kernel(lab, [])["get"]
@@ -79,53 +76,15 @@ def routed_via(lab: Lab, dev: str) -> Callable[[], bool]:
     return ok
 
 
-def agent_pid() -> int:
-    return int((STATE_ROOT / "siteA" / f"{AGENT}.pid").read_text().split()[0])
-
-
-def stop_agent() -> None:
-    pid = agent_pid()
-    os.kill(pid, signal.SIGTERM)
-    wait("agent exit", lambda: not Path(f"/proc/{pid}").exists(), 30)
-
-
-def start_agent(lab: Lab, config: Path, log_lines: list[str]) -> None:
-    """The agent again, as node.sh starts it (same environment, same pid file)."""
-    log = STATE_ROOT / "siteA" / f"{AGENT}.log"
-    log_lines += log.read_text().splitlines()
-    os.environ.update(
-        exabgp_daemon_user="root",
-        exabgp_api_cli="false",
-        exabgp_log_destination="stdout",
-        exabgp_daemon_daemonize="false",
-        PATH=f"{TOP / '.venv' / 'bin'}:{os.environ.get('PATH', '')}:/usr/sbin:/sbin",
-    )
-    lab.spawn("siteA", AGENT, AGENT, "run", str(config))
-    wait("adoption", lambda: "adopted" in log.read_text(), 60)
-
-
-def sessions_up(lab: Lab) -> bool:
-    s = lab.bgp_sessions()
-    return (s.get("tun1"), s.get("tun2")) == ("Established", "Established")
-
-
-def sessions_since(lab: Lab) -> dict[str, str]:
-    """When each of BIRD's BGP sessions last changed state (`show protocols`' since column)."""
-    since = {}
-    for line in lab.bird("show", "protocols").splitlines():
-        words = line.split()
-        if len(words) >= 6 and words[1] == "BGP":
-            since[words[0]] = " ".join(words[4:6])
-    return since
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("facts", type=Path)
     p.add_argument("--config", type=Path, required=True, help="the config the lab started with")
     p.add_argument("--ecmp-config", type=Path, required=True)
-    p.add_argument("--prefix", action="append", default=[])
     a = p.parse_args()
+    # From the config, not the command line: the VM's exec line rides the kernel's
+    # command line, which holds 2,048 bytes.
+    a.prefix = yaml.safe_load(a.config.read_text())["remote_prefixes"]["static"]
     running = Lab.running()
     assert running is not None, "no lab is up"
     lab = Lab(running["stack"], running["kind"])
@@ -156,12 +115,9 @@ def main() -> None:
         before = sessions_since(lab)
         stop_agent()
         start_agent(lab, config, log_lines)
-
-        def reestablished() -> bool:
-            since = sessions_since(lab)
-            return sessions_up(lab) and all(since.get(t) != before.get(t) for t in before)
-
-        phases["restart_sessions_s"] = wait("sessions back after the restart", reestablished, 90)
+        phases["restart_sessions_s"] = wait(
+            "sessions back after the restart", reestablished(lab, before), 90
+        )
         time.sleep(5)  # and a quiet spell past them: a late rewrite would show
         monitor.send_signal(signal.SIGTERM)
         out, _ = monitor.communicate(timeout=10)
@@ -177,8 +133,7 @@ def main() -> None:
     except TimeoutError as exc:
         facts["error"] = str(exc)
     finally:
-        log = STATE_ROOT / "siteA" / f"{AGENT}.log"
-        facts["agent_log"] = (log_lines + log.read_text().splitlines())[-300:]
+        facts["agent_log"] = (log_lines + agent_log().read_text().splitlines())[-300:]
         a.facts.write_text(json.dumps(facts, indent=2))
 
 

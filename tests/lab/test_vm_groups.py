@@ -45,7 +45,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Facts:
     results = tmp_path_factory.mktemp("vmgroups")
     standby = write_config(results / "groups.yaml", "active-standby")
     ecmp = write_config(results / "groups-ecmp.yaml", "active-active")
-    args = [f"--config={standby}", f"--ecmp-config={ecmp}", *(f"--prefix={p}" for p in V4 + V6)]
+    args = [f"--config={standby}", f"--ecmp-config={ecmp}"]
     return facts_from_vm(
         results, "agent", "guest_group_routing.py", *args, agent_config=standby, timeout=900
     )

@@ -37,6 +37,9 @@ def facts_from_vm(
     facts = results / "facts.json"
     guest = shlex.join([".venv/bin/python", f"tests/lab/{guest_script}", str(facts), *guest_args])
     chosen = [] if agent_config is None else ["--agent-config", str(agent_config)]
+    # The guest's exec line travels base64-encoded on the kernel's command line (2,048
+    # bytes on x86 with the boot options): a longer one leaves the VM hanging at boot.
+    assert len(guest) + len(str(results)) * 2 < 900, f"guest command too long: {guest}"
     # Its own process group: on a timeout the VM (vng, qemu) goes with labs/lab.
     proc = subprocess.Popen(
         ["labs/lab", "--vm", "always", "--results", str(results), "up", "--stack", stack,

@@ -1,0 +1,269 @@
+"""Inside the lab's kernel: the agent's own failures, under UDP streams both ways.
+
+Run by test_vm_faults.py through `labs/lab up --stack agent --then ...`. Streams run
+lanA <-> lanB for the whole run (udp_stream.py, 50 datagrams/s each way); each phase
+injects one fault, records what site A's kernel (`ip monitor route nexthop`), BIRD on
+site B and the MQTT subscriber saw, and when. Phases, in the order given:
+
+  agent_kill   kill -9 of the agent, then the same command again
+  exabgp_kill  kill -9 of the agent's ExaBGP (the agent restarts it; graceful restart)
+  hup_storm    100 SIGHUPs in one second, then a cut of isp1 and its repair
+  broker_down  mosquitto stopped for 60 s across a failover and a failback
+
+Writes JSON facts for the test to judge on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from guest_agent import (
+    EXABGP_PID,
+    agent_log,
+    agent_pid,
+    exabgp_pids,
+    reestablished,
+    restarting,
+    sessions_since,
+    start_agent,
+    stop_agent,
+    wait,
+)
+from lablib.nslab import Lab
+from lablib.stream import longest_gap, read_stream
+from lablib.topology import LAB_DIR, STATE_ROOT, TOP
+
+Facts = dict[str, Any]
+RATE = 50.0
+STREAM = TOP / "labs" / "bench" / "udp_stream.py"
+PY = str(TOP / ".venv" / "bin" / "python")
+
+
+class Sampler:
+    """Polls site B's kernel and BIRD in a thread: when 10.1.0.0/24 was missing there."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.missing: list[float] = []
+        self.restarting: list[float] = []
+        self.samples = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            now = time.time()
+            if not self.lab.route_devs("siteB", "10.1.0.0/24"):
+                self.missing.append(now)
+            if restarting(self.lab):
+                self.restarting.append(now)
+            self.samples += 1
+            self._done.wait(0.2)
+
+    def stop(self) -> Facts:
+        self._done.set()
+        self._thread.join()
+        return {"samples": self.samples, "missing": self.missing, "restarting": self.restarting}
+
+
+class Monitor:
+    """`ip -ts monitor route nexthop` in site A: every change to its routes and nexthops."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.ns("siteA"), "ip", "-ts", "monitor", "route", "nexthop"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(1)  # subscribed before anything can change
+
+    def stop(self) -> list[str]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=10)
+        # The kernel's own (addresses, link-local) are not the agent's doing.
+        return [line for line in out.splitlines() if "proto kernel" not in line]
+
+
+def window(facts: Facts, start: float, end: float) -> None:
+    facts["start"], facts["end"] = start, end
+
+
+def phase_agent_kill(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "agent_kill"}
+    before = sessions_since(lab)
+    mon, sampler = Monitor(lab), Sampler(lab)
+    start = time.time()
+    facts["exabgp_before"] = exabgp_pids()
+    stop_agent(signal.SIGKILL)
+    facts["exabgp_after_kill"] = exabgp_pids()
+    time.sleep(1)
+    start_agent(lab, a.config, log_lines)
+    # The agent's new ExaBGP has both sessions, then a quiet spell: a late change would show.
+    facts["sessions_back_s"] = wait("sessions after the restart", reestablished(lab, before), 90)
+    time.sleep(5)
+    facts["exabgp_after"] = exabgp_pids()
+    facts["site_a_learned"] = lab.route_devs("siteA", "10.2.0.0/24")
+    facts["monitor"] = mon.stop()
+    facts["site_b"] = sampler.stop()
+    window(facts, start, time.time())
+    return facts
+
+
+def phase_exabgp_kill(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "exabgp_kill"}
+    before = sessions_since(lab)
+    mon, sampler = Monitor(lab), Sampler(lab)
+    start = time.time()
+    pid = int(EXABGP_PID.read_text().split()[0])
+    facts["killed"] = pid
+    os.kill(pid, signal.SIGKILL)
+    facts["sessions_back_s"] = wait(
+        "sessions after exabgp's restart", reestablished(lab, before), 90
+    )
+    up_at = time.time()
+    # Graceful restart ends when our End-of-RIB arrives, after the announcements.
+    facts["fresh_after_up_s"] = wait("fresh routes at BIRD", lambda: not restarting(lab), 60)
+    facts["up_at"] = up_at
+    time.sleep(5)
+    facts["exabgp_after"] = exabgp_pids()
+    facts["monitor"] = mon.stop()
+    facts["site_b"] = sampler.stop()
+    window(facts, start, time.time())
+    return facts
+
+
+def on(lab: Lab, dev: str) -> bool:
+    return (lab.route_devs("siteA", "10.2.0.0/24") or ["none"])[0] == dev and (
+        lab.route_devs("siteB", "10.1.0.0/24") or ["none"]
+    )[0] == dev
+
+
+def phase_hup_storm(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "hup_storm"}
+    start = time.time()
+    pid = agent_pid()
+    for _ in range(100):
+        os.kill(pid, signal.SIGHUP)
+        time.sleep(0.01)
+    facts["storm_s"] = round(time.time() - start, 2)
+    time.sleep(5)
+    facts["agent_alive"] = Path(f"/proc/{pid}").exists()
+    facts["exabgp_after"] = exabgp_pids()
+    # Still doing its job: a cut fails over, the repair fails back.
+    cut = time.time()
+    lab.cut("isp1")
+    facts["failover_s"] = wait("failover to vti2", lambda: on(lab, "vti2"), 60)
+    lab.repair("isp1")
+    facts["failback_s"] = wait("failback to vti1", lambda: on(lab, "vti1"), 120)
+    facts["cut_at"] = cut
+    window(facts, start, time.time())
+    return facts
+
+
+def phase_broker_down(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "broker_down"}
+    start = time.time()
+    broker = int((STATE_ROOT / "siteA" / "mosquitto.pid").read_text().split()[0])
+    os.kill(broker, signal.SIGTERM)
+    wait("broker exit", lambda: not Path(f"/proc/{broker}").exists(), 20)
+    down_at = time.time()
+    lab.cut("isp1")
+    facts["failover_s"] = wait("failover to vti2 without a broker", lambda: on(lab, "vti2"), 60)
+    lab.repair("isp1")
+    facts["failback_s"] = wait("failback to vti1 without a broker", lambda: on(lab, "vti1"), 120)
+    time.sleep(max(0.0, 60 - (time.time() - down_at)))
+    lab.spawn("siteA", "mosquitto", "mosquitto", "-c", str(LAB_DIR / "siteA" / "mosquitto.conf"))
+    time.sleep(0.5)
+    lab.spawn("siteA", "mqtt-sub2", "mosquitto_sub", "-h", "127.0.0.1", "-v", "-t", "#")
+    facts["down_s"] = round(time.time() - down_at, 1)
+    time.sleep(20)  # the agent reconnects (with backoff) and sends what it kept
+    window(facts, start, time.time())
+    facts["decided_at"] = [down_at, time.time()]
+    return facts
+
+
+def lost(rows: list[tuple[int, float]], start: float, end: float) -> int:
+    """Datagrams sent between start and end (by their sequence numbers) that never arrived."""
+    seqs = [seq for seq, sent in rows if start <= sent <= end]
+    return (max(seqs) - min(seqs) + 1 - len(seqs)) if seqs else -1
+
+
+PHASES = {
+    "agent_kill": phase_agent_kill,
+    "exabgp_kill": phase_exabgp_kill,
+    "hup_storm": phase_hup_storm,
+    "broker_down": phase_broker_down,
+}
+
+
+def mqtt_events(*logs: Path) -> list[Facts]:
+    """site-a's event messages from the subscribers' logs, each with `at_epoch` added."""
+    events = []
+    for log in logs:
+        if not log.exists():
+            continue
+        for line in log.read_text().splitlines():
+            topic, _, payload = line.partition(" ")
+            if topic == "vti-failover/site-a/event":
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    continue
+                event["at_epoch"] = datetime.fromisoformat(event["at"]).timestamp()
+                event["log"] = log.name
+                events.append(event)
+    return events
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("facts", type=Path)
+    p.add_argument("--config", type=Path, required=True, help="the config the lab started with")
+    p.add_argument("--phases", default=",".join(PHASES))
+    a = p.parse_args()
+    running = Lab.running()
+    assert running is not None, "no lab is up"
+    lab = Lab(running["stack"], running["kind"])
+    lab.spawn("siteA", "mqtt-sub", "mosquitto_sub", "-h", "127.0.0.1", "-v", "-t", "#")
+    for node in ("lanA", "lanB"):
+        lab.spawn(node, "recv", PY, str(STREAM), "recv", "5000", str(STATE_ROOT / node / "rx"))
+    lab.spawn("lanB", "send", PY, str(STREAM), "send", "10.1.0.10", "5000", "--rate", str(RATE))
+    lab.spawn("lanA", "send", PY, str(STREAM), "send", "10.2.0.10", "5000", "--rate", str(RATE))
+    time.sleep(5)
+    facts: Facts = {"phases": [], "rate": RATE}
+    log_lines: list[str] = []
+    try:
+        for name in a.phases.split(","):
+            facts["phases"].append(PHASES[name](lab, a, log_lines))
+            time.sleep(3)
+    except TimeoutError as exc:
+        facts["error"] = str(exc)
+    finally:
+        time.sleep(1)
+        to_a = read_stream(STATE_ROOT / "lanA" / "rx")
+        to_b = read_stream(STATE_ROOT / "lanB" / "rx")
+        for ph in facts["phases"]:
+            if "start" in ph:
+                for way, rows in (("to_a", to_a), ("to_b", to_b)):
+                    ph[f"gap_{way}_s"] = longest_gap(rows, ph["start"], ph["end"], RATE)
+                    ph[f"lost_{way}"] = lost(rows, ph["start"], ph["end"])
+        facts["received"] = {"to_a": len(to_a), "to_b": len(to_b)}
+        state = STATE_ROOT / "siteA"
+        facts["events"] = mqtt_events(state / "mqtt-sub.log", state / "mqtt-sub2.log")
+        facts["agent_log"] = (log_lines + agent_log().read_text().splitlines())[-400:]
+        a.facts.write_text(json.dumps(facts, indent=2))
+
+
+if __name__ == "__main__":
+    main()
