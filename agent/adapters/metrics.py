@@ -81,6 +81,31 @@ class MetricsExporter:
             ["action"],
             registry=self.registry,
         )
+        self.bgp_up = Gauge(
+            "vti_failover_bgp_session_up",
+            "1 while the BGP session over the tunnel is established",
+            ["tunnel"],
+            registry=self.registry,
+        )
+        self.bgp_changes = Counter(
+            "vti_failover_bgp_session_changes",
+            "BGP sessions lost (after being up) and restored, per tunnel",
+            ["tunnel", "state"],
+            registry=self.registry,
+        )
+        self.component_up = Gauge(
+            "vti_failover_component_up",
+            "0 while a component is lost (exabgp exited, charon's VICI or a netlink "
+            "source unreachable), 1 once it is back",
+            ["component"],
+            registry=self.registry,
+        )
+        self.component_restarts = Counter(
+            "vti_failover_component_restarts",
+            "Times a component came back: exabgp restarted, a source reachable again",
+            ["component"],
+            registry=self.registry,
+        )
         info = Gauge(
             "vti_failover_info",
             "Constant 1, labelled with the agent id",
@@ -142,6 +167,8 @@ class MetricsExporter:
                     )
                 self.carrying.labels(action.tunnel).set(1 if action.carrying else 0)
                 self.announced.labels(action.tunnel).set(1 if action.announced else 0)
+                if action.bgp is not None:
+                    self.bgp_up.labels(action.tunnel).set(1 if action.bgp == "up" else 0)
                 if action.metric is None:
                     with contextlib.suppress(KeyError):
                         self.metric.remove(action.tunnel)
@@ -157,6 +184,18 @@ class MetricsExporter:
                 self.alerts.labels(action.kind).inc()
                 if action.detected_after_s is not None:
                     self.detection.labels(action.kind).set(action.detected_after_s)
+                self._count_change(action)
+
+    def _count_change(self, alert: PublishAlert) -> None:
+        if alert.kind == "bgp-session-lost":
+            self.bgp_changes.labels(alert.tunnel, "lost").inc()
+        elif alert.kind == "bgp-session-restored":
+            self.bgp_changes.labels(alert.tunnel, "restored").inc()
+        elif alert.kind == "component-lost":
+            self.component_up.labels(alert.component).set(0)
+        elif alert.kind in ("component-restored", "component-restarted"):
+            self.component_up.labels(alert.component).set(1)
+            self.component_restarts.labels(alert.component).inc()
 
     async def close(self, cleanup: bool) -> None:
         del cleanup

@@ -115,7 +115,9 @@ def status_message(
 def event_message(
     topics: Topics, agent_id: str, seq: int, alert: PublishAlert, clock: Clock
 ) -> Message:
-    """One failover/failback/degraded/both-down/recovered event, in the order decided."""
+    """One event, in the order decided: a failover/failback/degraded/both-down/recovered
+    decision, a BGP session lost or restored (with `tunnel`, `neighbor`), or a component
+    lost, restored or restarted (with `component`); `down_for_s` for what came back."""
     now_mono = clock.monotonic()
     decided = clock.to_wall(alert.at)
     body: dict[str, Any] = {
@@ -134,6 +136,14 @@ def event_message(
     }
     if alert.detected_after_s is not None:
         body["detected_at"] = iso_utc(decided - alert.detected_after_s)
+    if alert.tunnel:
+        body["tunnel"] = alert.tunnel
+    if alert.neighbor:
+        body["neighbor"] = alert.neighbor
+    if alert.component:
+        body["component"] = alert.component
+    if alert.down_for_s is not None:
+        body["down_for_s"] = alert.down_for_s
     return Message(topics.event, _encode(body), retain=False)
 
 
@@ -153,6 +163,7 @@ def tunnel_state_message(
         "loss": state.loss or None,
         "rtt_ms": state.rtt_ms,
         "reason": state.reason,
+        "bgp": state.bgp,
         "since": iso_utc(clock.to_wall(state.since)),
         "updated_at": iso_utc(clock.wall()),
         "learned_rejected": dict(state.learned_rejected),

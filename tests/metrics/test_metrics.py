@@ -74,6 +74,50 @@ async def test_scrape_shows_the_failover() -> None:
     assert samples['vti_failover_actions_total{action="InstallRoute"}'] >= 2
 
 
+def _session_and_restart_actions() -> list[Action]:
+    """tun1's session up, lost and back twice; exabgp exits and restarts; VICI goes and comes."""
+    cfg = load_config(CONFIG)
+    state = engine.initial_state(cfg, 0.0)
+    script: list[ev.Event] = [ev.BgpNeighborUp(tunnel="tun1"), ev.BgpNeighborUp(tunnel="tun2")]
+    script += [ev.BgpNeighborDown(tunnel="tun1"), ev.BgpNeighborUp(tunnel="tun1")] * 2
+    script += [ev.BgpNeighborDown(tunnel="tun2")]
+    script += [
+        ev.SourceLost(source="exabgp", detail="exited with status -9"),
+        ev.ComponentRestarted(component="exabgp", reason="restarted after 0.5s"),
+        ev.SourceLost(source="vici", detail="charon unreachable"),
+    ]
+    out: list[Action] = []
+    for i, event in enumerate(script):
+        state, actions = engine.step(state, event, float(i))
+        out += actions
+    return out
+
+
+async def test_scrape_shows_sessions_and_components() -> None:
+    port = free_port()
+    exporter = MetricsExporter(
+        MetricsSettings(enabled=True, listen=ipaddress.IPv4Address("127.0.0.1"), port=port),
+        "site-a",
+    )
+    await exporter.run()
+    try:
+        await exporter.apply(_session_and_restart_actions())
+        samples = _scrape(exporter.port)
+    finally:
+        await exporter.close(cleanup=False)
+    assert samples['vti_failover_bgp_session_up{tunnel="tun1"}'] == 1
+    assert samples['vti_failover_bgp_session_up{tunnel="tun2"}'] == 0
+    changes = "vti_failover_bgp_session_changes_total"
+    assert samples[f'{changes}{{state="lost",tunnel="tun1"}}'] == 2
+    assert samples[f'{changes}{{state="restored",tunnel="tun1"}}'] == 2
+    assert samples[f'{changes}{{state="lost",tunnel="tun2"}}'] == 1
+    assert samples['vti_failover_component_restarts_total{component="exabgp"}'] == 1
+    assert samples['vti_failover_component_up{component="exabgp"}'] == 1
+    assert samples['vti_failover_component_up{component="vici"}'] == 0
+    assert 'vti_failover_component_restarts_total{component="vici"}' not in samples
+    assert samples['vti_failover_alerts_total{kind="bgp-session-lost"}'] == 3
+
+
 async def test_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -20,7 +20,16 @@ from agent.adapters.mqtt_payloads import (
 )
 from agent.core import engine
 from agent.core.actions import PublishAlert, PublishTunnelState
-from agent.core.events import ChildSaDown, ChildSaUp, ProbeSucceeded
+from agent.core.events import (
+    BgpNeighborDown,
+    BgpNeighborUp,
+    ChildSaDown,
+    ChildSaUp,
+    ComponentRestarted,
+    ProbeSucceeded,
+    SourceLost,
+    SourceRecovered,
+)
 from tests.mqtt.conftest import AGENT, base_config
 
 SCHEMA = json.loads(
@@ -73,6 +82,52 @@ def test_core_alerts_and_states_match_the_schema() -> None:
         validate(json.loads(msg.payload), "tunnel_state")
     for online, at in ((True, 1.0), (False, 1.0), (False, None)):
         validate(json.loads(status_message(TOPICS, AGENT, online, at, 0).payload), "status")
+
+
+def test_session_and_component_events_match_the_schema() -> None:
+    cfg = base_config()
+    state = engine.initial_state(cfg, 990.0)
+    alerts: list[PublishAlert] = []
+    states: list[PublishTunnelState] = []
+    script = [
+        BgpNeighborUp(tunnel="tun1", at=990.0),
+        BgpNeighborDown(tunnel="tun1", reason="peer reset", at=991.0),
+        BgpNeighborUp(tunnel="tun1", at=993.5),
+        SourceLost(source="exabgp", detail="exited with status -9; restarting in 0.5s", at=994.0),
+        ComponentRestarted(component="exabgp", reason="restarted after 0.5s", at=994.5),
+        SourceLost(source="vici", detail="charon unreachable", at=995.0),
+        SourceRecovered(source="vici", at=997.0),
+    ]
+    for e in script:
+        state, out = engine.step(state, e, e.at)
+        alerts += [a for a in out if isinstance(a, PublishAlert)]
+        states += [a for a in out if isinstance(a, PublishTunnelState)]
+    bodies = [json.loads(event_message(TOPICS, AGENT, 1, a, CLOCK).payload) for a in alerts]
+    for body in bodies:
+        validate(body, "event")
+    # Both tunnels never came up here, so a both-down decision comes too; it is not the subject.
+    told = [b for b in bodies if "neighbor" in b or "component" in b]
+    assert [
+        (b["kind"], b.get("tunnel"), b.get("component"), b.get("down_for_s")) for b in told
+    ] == [
+        ("bgp-session-lost", "tun1", None, None),
+        ("bgp-session-restored", "tun1", None, 2.5),
+        ("component-lost", None, "exabgp", None),
+        ("component-restarted", None, "exabgp", 0.5),
+        ("component-lost", None, "vici", None),
+        ("component-restored", None, "vici", 2.0),
+    ]
+    assert told[0]["neighbor"] == "169.254.1.2"
+    assert told[0]["reason"] == "peer reset"
+    assert told[0]["at"] == "2026-11-27T11:59:51.000Z"
+    # This config has no bgp section: the reports carry no session.
+    assert states
+    assert all(s.bgp is None for s in states)
+    for bgp in ("up", "down", None):
+        report = replace(states[-1], bgp=bgp)
+        body = json.loads(tunnel_state_message(TOPICS, AGENT, report, CLOCK).payload)
+        assert body["bgp"] == bgp
+        validate(body, "tunnel_state")
 
 
 def test_monotonic_times_become_utc_wall_clock() -> None:
