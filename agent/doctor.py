@@ -126,7 +126,11 @@ def snat(cfg: Config, view: SystemView) -> Iterator[Finding]:
     if "*" in view.snat_interfaces:
         return
     remote = ", ".join(str(p) for p in cfg.remote_prefixes.static) or "the learned prefixes"
-    site = cfg.site_prefixes[0] if cfg.site_prefixes else "<a site prefix>"
+    site = (
+        f"<this router's address in {cfg.site_prefixes[0]}>"
+        if cfg.site_prefixes
+        else "<this router's site address>"
+    )
     for t in cfg.tunnels:
         if t.interface in view.snat_interfaces:
             continue
@@ -135,8 +139,8 @@ def snat(cfg: Config, view: SystemView) -> Iterator[Finding]:
             f"no nftables SNAT rule for {t.interface}: what this router itself sends to "
             f"{remote} leaves from {t.inner.local.ip}, which the far side's selectors or "
             "firewall may refuse",
-            f'nft add rule ip nat postrouting oifname "{t.interface}" snat to <this router\'s '
-            f"address in {site}> (in a table ip nat with a postrouting nat chain)",
+            f'nft add rule ip nat postrouting oifname "{t.interface}" snat to {site} '
+            "(in a table ip nat with a postrouting nat chain)",
         )  # fmt: skip
 
 

@@ -101,7 +101,7 @@ def interface(cfg: Config, view: SystemView) -> Iterator[Finding]:
             yield Finding(
                 "interface", "error", t.name,
                 f"{t.interface} is a {link.kind or 'plain'} interface, the config says "
-                f"kind {t.kind.value} ({want})",
+                f"kind {t.kind.value}" + ("" if want == t.kind.value else f" ({want})"),
                 f"ip link del {t.interface} && {_create(t, view)}",
             )  # fmt: skip
 
