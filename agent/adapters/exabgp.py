@@ -74,7 +74,11 @@ class ExaBgpAdapter:
         self._emit: Emit | None = None
         self._backlog: collections.deque[Event] = collections.deque(maxlen=_BACKLOG)
         self._supervisor = ExaBgpSupervisor(
-            self._workdir, shlex.split(cfg.exabgp.executable), {**os.environ, **exabgp_env()}, clock
+            self._workdir,
+            shlex.split(cfg.exabgp.executable),
+            {**os.environ, **exabgp_env()},
+            clock,
+            emit=self._event,
         )
         self._started_conf: str | None = None
         self._connected = asyncio.Event()
@@ -117,7 +121,7 @@ class ExaBgpAdapter:
             if session is not None:
                 session.fail_pending()
             self._connected.clear()
-            self._all_down()
+            self._all_down("exabgp restarting for a changed config")
             self._supervisor.restart()
 
     @property
@@ -298,11 +302,11 @@ class ExaBgpAdapter:
                 self._connected.clear()
                 self._all_down()
 
-    def _all_down(self) -> None:
+    def _all_down(self, reason: str = "exabgp connection closed") -> None:
         for neighbor in sorted(self._up):
             tunnel = self._tunnel_of.get(neighbor)
             if tunnel is not None:
-                self._event(BgpNeighborDown(tunnel=tunnel, at=self._clock()))
+                self._event(BgpNeighborDown(tunnel=tunnel, reason=reason, at=self._clock()))
         self._up.clear()
 
     def _handle(self, session: AckSession, line: str) -> bool:
@@ -332,7 +336,7 @@ class ExaBgpAdapter:
                 elif state == "down":
                     log.info("exabgp: neighbor %s (%s) down: %s", peer, tunnel, reason or "-")
                     self._up.discard(peer)
-                    self._event(BgpNeighborDown(tunnel=tunnel, at=now))
+                    self._event(BgpNeighborDown(tunnel=tunnel, reason=reason, at=now))
             case api.RoutesChanged(peer=peer, announced=announced, withdrawn=withdrawn):
                 tunnel = self._tunnel_of.get(peer)
                 if tunnel is None:

@@ -19,9 +19,11 @@ import shlex
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from agent.adapters.exabgp_workdir import read_private, remove_private, write_private
+from agent.core.events import ComponentRestarted, Event, SourceLost
 from agent.ports import AdapterError
 
 __all__ = ["CONF_NAME", "PID_NAME", "ExaBgpSupervisor", "end_leftover"]
@@ -143,6 +145,16 @@ async def end_leftover(workdir: Path, conf: Path) -> int | None:
         os.close(pidfd)
 
 
+def _status(rc: int) -> str:
+    """The exit status as a person reads it: a signal by name."""
+    if rc < 0:
+        try:
+            return f"status {rc} ({signal.Signals(-rc).name})"
+        except ValueError:
+            return f"status {rc}"
+    return f"status {rc}"
+
+
 class ExaBgpSupervisor:
     """Runs `executable conf` in a loop with backoff; restart() and stop() act on it."""
 
@@ -152,6 +164,7 @@ class ExaBgpSupervisor:
         executable: Sequence[str],
         env: Mapping[str, str],
         clock: Callable[[], float] = time.monotonic,
+        emit: Callable[[Event], None] | None = None,
     ) -> None:
         # Absolute: the pid check matches the conf path exabgp was given, word for word.
         self.workdir = workdir.absolute()
@@ -162,6 +175,9 @@ class ExaBgpSupervisor:
         self._restart_now = False
         # Set by stop(): exabgp ending now is our doing, not a crash to restart from.
         self._closing = False
+        # Operators hear of each exit and restart: why the last one ended, and when.
+        self._emit = emit
+        self._ended: tuple[str, float] | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -190,10 +206,14 @@ class ExaBgpSupervisor:
                 if self._restart_now:
                     self._restart_now = False
                     delay = _RESTART_MIN_S
+                    self._ended = ("its config changed", self._clock())
                     continue
                 if self._clock() - started > _RESTART_MAX_S:
                     delay = _RESTART_MIN_S
                 log.warning("exabgp exited with status %s; restarting in %.1fs", rc, delay)
+                why = f"exited with {_status(rc)}"
+                self._ended = (why, self._clock())
+                self._tell(SourceLost(source="exabgp", detail=f"{why}; restarting in {delay:.1f}s"))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RESTART_MAX_S)
         finally:
@@ -224,6 +244,15 @@ class ExaBgpSupervisor:
         try:
             write_private(self.workdir, PID_NAME, f"{proc.pid}\n")
             log.info("started exabgp (pid %d): %s", proc.pid, shlex.join(cmd))
+            if self._ended is not None:
+                why, at = self._ended
+                self._ended = None
+                waited = self._clock() - at
+                self._tell(
+                    ComponentRestarted(
+                        component="exabgp", reason=f"{why}; restarted after {waited:.1f}s"
+                    )
+                )
             tail: collections.deque[str] = collections.deque(maxlen=20)
             assert proc.stdout is not None
             async for raw in proc.stdout:
@@ -240,6 +269,10 @@ class ExaBgpSupervisor:
             for line in tail:
                 log.warning("exabgp output: %s", line)
         return rc
+
+    def _tell(self, event: Event) -> None:
+        if self._emit is not None:
+            self._emit(replace(event, at=self._clock()))
 
     def _terminate(self) -> None:
         proc = self._process
