@@ -71,10 +71,13 @@ def _format_location(loc: Loc, raw: Any) -> str:
         if isinstance(item, int):
             entry = node[item] if isinstance(node, list) and item < len(node) else None
             name = entry.get("name") if isinstance(entry, dict) else None
-            label = name if isinstance(name, str) and name else item
+            # A name is only a label when it is one a person can read on one line.
+            readable = isinstance(name, str) and name.isprintable() and 0 < len(name) <= 64
+            label = name if readable else item
             parts[-1:] = [f"{parts[-1] if parts else ''}[{label}]"]
         else:
-            parts.append(str(item))
+            key = str(item)
+            parts.append(key if key.isprintable() and len(key) <= 64 else repr(key[:64]))
         try:
             node = node[item]
         except (KeyError, IndexError, TypeError):

@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyAddress, model_validator
+from pydantic import ConfigDict, Field, IPvAnyAddress, model_validator
 
 from agent.config.imports import ImportPolicy
 from agent.config.problems import FieldProblemsError, Problem, raise_if, repeats
@@ -33,6 +33,9 @@ from agent.config.tunnel import Tunnel
 
 
 class RemotePrefixes(FrozenModel):
+    # A dump is written as it is read: `import`, never the attribute's name.
+    model_config = ConfigDict(serialize_by_alias=True)
+
     static: tuple[IPNetwork, ...] = ()
     # Install the prefixes each tunnel's BGP neighbor announces, via that tunnel.
     learned_from_bgp: bool = False

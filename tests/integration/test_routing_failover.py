@@ -57,17 +57,6 @@ NORMAL = sorted(
 )
 # tun1's SA is gone: tun2 carries everything at metric 10; nothing is left via vti1.
 FAILED_OVER = sorted([(REMOTE4, "vti2", 10), (REMOTE6, "vti2", 10), (STATIC, "vti2", 10)])
-# tun1's SA is back but the hold-down has not run out: tun1 is the standby.
-HELD = sorted(
-    [
-        (REMOTE4, "vti1", 100),
-        (REMOTE4, "vti2", 10),
-        (REMOTE6, "vti1", 100),
-        (REMOTE6, "vti2", 10),
-        (STATIC, "vti1", 100),
-        (STATIC, "vti2", 10),
-    ]
-)
 
 
 async def until(what: str, check: Callable[[], bool], timeout: float) -> float:
@@ -121,14 +110,22 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
                 await until("failover in the kernel", lambda: kernel_routes(a) == FAILED_OVER, 8)
                 moved_after = time.monotonic() - down_at
                 seen = await asyncio.to_thread(mon.stop)
-            # Make-before-break: each carrier route (metric 10) is replaced in place, in
-            # both families; only the standby routes (metric 100) are deleted.
-            assert [
-                line for line in seen if line.startswith("Deleted") and " metric 10 " in f"{line} "
-            ] == []
-            assert sorted(line.split()[1] for line in seen if line.startswith("Deleted")) == sorted(
-                [REMOTE4, REMOTE6, STATIC]
-            )
+            # Make-before-break, in both families: each carrier route (metric 10) moves by
+            # its new version via vti2 going in before the old one via vti1 goes.
+            for prefix in (REMOTE4, REMOTE6, STATIC):
+                at = [f"{line} " for line in seen]
+                new = [i for i, t in enumerate(at) if t.startswith(f"{prefix} dev vti2 ")]
+                old = [i for i, t in enumerate(at) if t.startswith(f"Deleted {prefix} dev vti1 ")]
+                carrier = [i for i in old if " metric 10 " in at[i]]
+                assert new, (prefix, seen)
+                assert all(min(new) < i for i in carrier), (prefix, seen)
+            # Besides the old carriers, only the standby routes (metric 100) are deleted.
+            standby = [
+                line.split()[1]
+                for line in seen
+                if line.startswith("Deleted") and " metric 10 " not in f"{line} "
+            ]
+            assert sorted(standby) == sorted([REMOTE4, REMOTE6, STATIC])
             await until(
                 "withdrawal on tun1",
                 lambda: announced(bird) == {"tun2": TAKEOVER},
@@ -144,12 +141,12 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
             assert await asyncio.to_thread(preferred, bird) == "tun2"
             assert foreign_routes(a) == FOREIGN
 
-            # The SA comes back: tun1 is a standby at once, the carrier only after the
-            # preempt hold-down.
+            # The SA comes back: tun1 is UP at once but gets no route, not even a standby
+            # one, until it has been healthy for the preempt hold-down; then it carries.
             up_at = agent.sa.up("tun1")
-            await until("tun1 back as standby", lambda: kernel_routes(a) == HELD, 5)
-            assert agent.runtime.state.health["tun1"].state is Health.UP
+            await until("tun1 UP", lambda: agent.runtime.state.health["tun1"].state is Health.UP, 5)
             assert agent.runtime.state.carriers == ("tun2",)
+            assert kernel_routes(a) == FAILED_OVER
             await until("failback", lambda: kernel_routes(a) == NORMAL, HOLD_DOWN_S + 10)
             assert time.monotonic() - up_at >= HOLD_DOWN_S
             await until(

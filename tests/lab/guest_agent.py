@@ -37,7 +37,16 @@ def agent_pid() -> int:
 
 
 def gone(pid: int) -> Callable[[], bool]:
-    return lambda: not Path(f"/proc/{pid}").exists()
+    """The process has exited (an agent this script started stays a zombie until reaped)."""
+
+    def ok() -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+    return ok
 
 
 def stop_agent(sig: signal.Signals = signal.SIGTERM) -> None:

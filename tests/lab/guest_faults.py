@@ -31,6 +31,7 @@ from guest_agent import (
     agent_log,
     agent_pid,
     exabgp_pids,
+    gone,
     reestablished,
     restarting,
     sessions_since,
@@ -158,7 +159,7 @@ def phase_hup_storm(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Fa
         time.sleep(0.01)
     facts["storm_s"] = round(time.time() - start, 2)
     time.sleep(5)
-    facts["agent_alive"] = Path(f"/proc/{pid}").exists()
+    facts["agent_alive"] = not gone(pid)()
     facts["exabgp_after"] = exabgp_pids()
     # Still doing its job: a cut fails over, the repair fails back.
     cut = time.time()
@@ -176,7 +177,7 @@ def phase_broker_down(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> 
     start = time.time()
     broker = int((STATE_ROOT / "siteA" / "mosquitto.pid").read_text().split()[0])
     os.kill(broker, signal.SIGTERM)
-    wait("broker exit", lambda: not Path(f"/proc/{broker}").exists(), 20)
+    wait("broker exit", gone(broker), 20)
     down_at = time.time()
     lab.cut("isp1")
     facts["failover_s"] = wait("failover to vti2 without a broker", lambda: on(lab, "vti2"), 60)
