@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -70,7 +71,18 @@ def start_agent(lab: Lab, config: Path, log_lines: list[str]) -> None:
         PATH=f"{TOP / '.venv' / 'bin'}:{os.environ.get('PATH', '')}:/usr/sbin:/sbin",
     )
     lab.spawn("siteA", AGENT, AGENT, "run", str(config))
-    wait("adoption", lambda: "adopted" in agent_log().read_text(), 60)
+    try:
+        wait("adoption", lambda: "adopted" in agent_log().read_text(), 120)
+    except TimeoutError as exc:
+        # What the new agent said, and what runs: the lines that explain a hang.
+        ps = subprocess.run(
+            ["ps", "-eo", "pid,ppid,stat,wchan:20,etime,args"],
+            check=False,
+            capture_output=True,
+            text=True,
+        ).stdout
+        said = agent_log().read_text()[-2000:]
+        raise TimeoutError(f"{exc}; the new agent's log: {said!r}; processes:\n{ps}") from exc
 
 
 def exabgp_pids() -> list[int]:
