@@ -135,6 +135,28 @@ def _others(cfg: Config, t: Tunnel) -> list[Tunnel]:
     return [o for o in cfg.tunnels if o is not t and o.kind in (TunnelKind.VTI, TunnelKind.XFRM)]
 
 
+def _inbound(t: Tunnel, sa: XfrmState) -> bool:
+    return sa.dst == str(t.underlay.local)
+
+
+def _inbound_vti_sa(t: Tunnel, what: str, sa: XfrmState) -> Iterator[Finding]:
+    """A VTI's inbound SA is looked up with the arriving packet's own mark (none).
+
+    ip_vti applies its ikey only for the inbound policy check after decryption, which is why
+    strongSwan puts mark_in on the inbound policy and not on the SA (mark_in_sa = no).
+    """
+    if sa.mark is None or mark_matches(sa.mark, sa.mark_mask, 0):
+        return
+    where = f"swanctl.conf, {t.ike.connection} children.{t.ike.child}" if t.ike else "the SA"
+    yield Finding(
+        "sa-mark", "warning", t.name,
+        f"inbound {what} has mark {sa.mark:#x}/{(sa.mark_mask or 0xFFFFFFFF):#x}: arriving "
+        f"ESP carries no mark, so the kernel finds no SA for it and {t.interface} receives "
+        "nothing (unless something marks ESP before IPsec input)",
+        f"{where}: mark_in_sa = no (the default); then swanctl --load-conns",
+    )  # fmt: skip
+
+
 def sa_mark(cfg: Config, view: SystemView) -> Iterator[Finding]:
     """VTI key = the mark of its SAs and policies; XFRM if_id = theirs."""
     for t in cfg.tunnels:
@@ -167,6 +189,9 @@ def sa_mark(cfg: Config, view: SystemView) -> Iterator[Finding]:
             if not _between(t, entry.src, entry.dst):
                 continue
             seen = True
+            if t.kind is TunnelKind.VTI and isinstance(entry, XfrmState) and _inbound(t, entry):
+                yield from _inbound_vti_sa(t, what, entry)
+                continue
             if _ties(entry, t, key) or any(
                 _between(o, entry.src, entry.dst) and _ties(entry, o, o.sa_mark)
                 for o in _others(cfg, t)

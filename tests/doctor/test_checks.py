@@ -57,7 +57,9 @@ LINKS = {
 FULL = 0xFFFFFFFF
 SAS = (
     XfrmState("192.0.2.1", "192.0.2.2", 0x100, mark=1, mark_mask=FULL),
-    XfrmState("192.0.2.2", "192.0.2.1", 0x101, mark=1, mark_mask=FULL),
+    # strongSwan leaves mark_in off the inbound SA (mark_in_sa = no): ip_vti looks it up with
+    # the arriving packet's own mark and applies its ikey only to the policy check after.
+    XfrmState("192.0.2.2", "192.0.2.1", 0x101),
     XfrmState("198.51.100.1", "198.51.100.2", 0x200, if_id=2),
     XfrmState("198.51.100.2", "198.51.100.1", 0x201, if_id=2),
 )
@@ -125,6 +127,9 @@ CASES: list[tuple[str, SystemView, list[tuple[str, str, str]], str]] = [
      [("sa-mark", "error", "tun1")], "mark_in = 1, mark_out = 1"),
     ("SA without mark", broken(sas=(*SAS[1:], dataclasses.replace(SAS[0], mark=None))),
      [("sa-mark", "error", "tun1")], "mark_in = 1"),
+    ("inbound SA with the mark", broken(sas=(SAS[0], dataclasses.replace(SAS[1], mark=1,
+                                                                        mark_mask=FULL), *SAS[2:])),
+     [("sa-mark", "warning", "tun1")], "mark_in_sa = no"),
     ("policy mark differs", broken(policies=(XfrmPolicy("out", "192.0.2.1", "192.0.2.2", mark=7,
                                                          mark_mask=FULL), *POLICIES[1:])),
      [("sa-mark", "error", "tun1")], "mark_out = 1"),
