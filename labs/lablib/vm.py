@@ -190,6 +190,9 @@ def run_in_vm(
     )
     copier = threading.Thread(target=_copy_out, args=(proc.stdout,), daemon=True)
     copier.start()
+    # SIGTERM (a test's timeout, `timeout`) must take the VM down too: unwind through the
+    # finally below instead of dying with qemu still running in its own session.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while proc.poll() is None:
             time.sleep(1)
@@ -210,7 +213,12 @@ def run_in_vm(
         copier.join(timeout=5)
         if monitor is not None:
             shutil.rmtree(monitor.parent, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
     return proc.returncode
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _report_stall(monitor: Path, kallsyms: Path, rwdir: Path) -> None:

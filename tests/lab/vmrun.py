@@ -53,8 +53,13 @@ def facts_from_vm(
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        # SIGTERM first: labs/lab then stops the VM it started in a session of its own.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
         pytest.fail(f"the VM lab did not finish within {timeout:.0f} s:\n{out[-4000:]}")
     if not facts.exists():
         pytest.fail(f"the VM lab produced no facts (exit {proc.returncode}):\n{out[-4000:]}")
