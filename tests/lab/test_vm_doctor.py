@@ -1,0 +1,54 @@
+"""doctor on the VM lab's real VTIs: silent about keys and SAs on the known-good lab, and a
+wrong key, in the kernel or in the config, found against the real SAs' and policies' marks
+(guest_doctor.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.lab.vmrun import facts_from_vm
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.services]
+
+Facts = dict[str, Any]
+TUNNEL_CHECKS = {"interface", "sa-mark", "sa-endpoints", "disable-policy", "rp-filter", "mtu",
+                 "source-address", "bgp-neighbor", "vici", "modules", "table-220"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory: pytest.TempPathFactory) -> Facts:
+    return facts_from_vm(tmp_path_factory.mktemp("vmlab"), "stock", "guest_doctor.py",
+                         timeout=1800)  # fmt: skip
+
+
+def problems(run: Facts) -> list[tuple[str, str, str]]:
+    assert run["findings"] is not None, run["stderr"]
+    return [(f["check"], f["subject"], f["message"]) for f in run["findings"]
+            if f["severity"] != "info"]  # fmt: skip
+
+
+def test_the_known_good_lab_has_no_vti_or_xfrm_finding(facts: Facts) -> None:
+    assert facts["sas_up"]
+    found = [p for p in problems(facts["good"]) if p[0] in TUNNEL_CHECKS]
+    assert found == []
+    # The SAs were there to compare with: no "nothing to compare" note either.
+    notes = [f for f in facts["good"]["findings"] if f["check"] in ("sa-mark", "xfrm")]
+    assert notes == []
+
+
+def test_a_wrong_key_in_the_kernel_is_found(facts: Facts) -> None:
+    found = [p for p in problems(facts["vti_key_5"]) if p[0] == "sa-mark"]
+    assert [(c, s) for c, s, _ in found] == [("sa-mark", "tun1")]
+    assert "ikey 5 okey 5" in found[0][2]
+    assert facts["vti_key_5"]["code"] == 1
+
+
+def test_a_wrong_key_in_the_config_is_found_against_the_sas(facts: Facts) -> None:
+    found = [p for p in problems(facts["config_key_5"]) if p[0] == "sa-mark"]
+    messages = " | ".join(m for _, _, m in found)
+    assert {s for _, s, _ in found} == {"tun1"}
+    assert "SA 192.0.2.1 -> 192.0.2.2" in messages, messages
+    assert "policy dir out" in messages, messages
+    assert "mark 5 (the key of vti1)" in messages
