@@ -30,7 +30,8 @@ from tests.integration.sites import (
     two_sites,
 )
 from tests.support.bird import Bird
-from tests.support.netns_links import route_monitor
+from tests.support.bird import bird as run_bird
+from tests.support.netns_links import route_monitor, routes
 from tests.support.system import require_tool, run
 
 pytestmark = [pytest.mark.root, pytest.mark.services]
@@ -42,6 +43,29 @@ ACTIVE = (100, (65001,))
 TAKEOVER = (99, (65001,))
 STANDBY = (200, (65001, 65001, 65001))
 FOREIGN = [(REMOTE4, "vti2", 500)]
+# A routing daemon of site A's own (BIRD, protocol 12) with routes beside ours: one of
+# our prefixes at another metric, one at our very metric in another table, one of its own.
+SITE_A_BIRD = f"""
+ipv4 table t100;
+protocol static own {{ ipv4; route {STATIC} via "vti2"; route 10.77.0.0/24 via "vti1"; }}
+protocol static own100 {{ ipv4 {{ table t100; }}; route {REMOTE4} via "vti2"; }}
+protocol kernel kmain {{ ipv4 {{ export all; }}; metric 300; }}
+protocol kernel k100 {{ ipv4 {{ table t100; export all; }}; kernel table 100; metric 10; }}
+"""
+BIRDS_OWN = sorted(
+    [
+        (STATIC, "main", 300, "vti2"),
+        ("10.77.0.0/24", "main", 300, "vti1"),
+        (REMOTE4, "100", 10, "vti2"),
+    ]
+)
+
+
+def birds_own(ns: str) -> list[tuple[object, ...]]:
+    """Site A's BIRD's routes in the kernel, in every table."""
+    got = routes(ns, "proto", "bird")
+    return sorted((r["dst"], r.get("table", "main"), r.get("metric", 0), r.get("dev")) for r in got)
+
 
 # Both tunnels healthy: tun1 carries (metric 10), tun2 stands by (100); each learned
 # prefix goes via the tunnel that taught it, the static one via both.
@@ -86,10 +110,15 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
     tmp_path: Path,
 ) -> None:
     require_tool("bird")
-    with two_sites() as sites, site_b_bird(sites, tmp_path / "bird") as bird:
+    with (
+        two_sites() as sites,
+        site_b_bird(sites, tmp_path / "bird") as bird,
+        run_bird(sites.a, SITE_A_BIRD, tmp_path / "bird-a", router_id="10.1.0.1"),
+    ):
         a = sites.a
         # Someone else's route to a prefix the agent also routes (proto boot): never touched.
         run("ip", "-n", a, "route", "add", REMOTE4, "dev", "vti2", "metric", "500")
+        await until("site A's BIRD's routes", lambda: birds_own(a) == BIRDS_OWN, 10)
         cfg = agent_config(sites, tmp_path / "exabgp", hold_down_s=HOLD_DOWN_S)
         async with running_agent(sites, cfg) as agent:
             await until(
@@ -140,6 +169,7 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
             assert bgp_after < HOLD_TIME_S
             assert await asyncio.to_thread(preferred, bird) == "tun2"
             assert foreign_routes(a) == FOREIGN
+            assert birds_own(a) == BIRDS_OWN
 
             # The SA comes back: tun1 is UP at once but gets no route, not even a standby
             # one, until it has been healthy for the preempt hold-down; then it carries.
@@ -156,6 +186,7 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
             )
             assert await asyncio.to_thread(preferred, bird) == "tun1"
             assert foreign_routes(a) == FOREIGN
+            assert birds_own(a) == BIRDS_OWN
 
         # A restart with nothing changed writes nothing: not even while the new ExaBGP
         # re-establishes both sessions and re-learns site B's prefixes.
@@ -210,6 +241,7 @@ async def test_sa_down_fails_over_in_kernel_and_bgp_and_back_after_hold_down(
                 )
                 assert not agent.runtime.state.health["tun1"].bgp_up
                 assert foreign_routes(a) == FOREIGN
+                assert birds_own(a) == BIRDS_OWN
 
 
 async def test_prefix_withdrawn_while_the_agent_was_stopped_leaves_after_restart(
