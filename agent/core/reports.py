@@ -13,7 +13,18 @@ from agent.core import health as hl
 from agent.core.routing import Roles, has_routes
 from agent.core.state import CoreState
 
-__all__ = ["alert", "carrier_alert", "component_alert", "session_alert", "tunnel_reports"]
+__all__ = [
+    "MOVES",
+    "alert",
+    "carrier_alert",
+    "component_alert",
+    "last_move",
+    "session_alert",
+    "tunnel_reports",
+]
+
+# The alerts that say traffic moved, or has nowhere to go.
+MOVES = frozenset({"failover", "failback", "both-down", "recovered"})
 
 
 def alert(
@@ -36,6 +47,14 @@ def alert(
         reason=reason or kind,
         detected_after_s=None if started is None else round(now - started, 6),
     )
+
+
+def last_move(
+    alerts: Iterable[act.Action], previous: act.PublishAlert | None
+) -> act.PublishAlert | None:
+    """The last of these alerts that moved traffic; `previous` when none did."""
+    moved = [a for a in alerts if isinstance(a, act.PublishAlert) and a.kind in MOVES]
+    return moved[-1] if moved else previous
 
 
 def carrier_alert(

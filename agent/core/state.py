@@ -58,3 +58,6 @@ class CoreState:
     bgp_lost_at: Mapping[str, float] = field(default_factory=dict)
     # Components (sources, the supervised exabgp) lost and not yet back, with since when.
     components_lost: Mapping[str, float] = field(default_factory=dict)
+    # The alert of the last decision that moved traffic (failover, failback, both-down,
+    # recovered): what `status` shows as the last move and why, long after the alert went.
+    last_move: act.PublishAlert | None = None
