@@ -228,6 +228,11 @@ class MetricsSettings(FrozenModel):
 class ViciSettings(FrozenModel):
     socket: str = "unix:///var/run/charon.vici"
     poll_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
+    # A charon that crashed and came back has no SAs until it has negotiated them again,
+    # while the kernel still holds the old ones: a missing SA counts as down only if it is
+    # still missing this long after vici answers again (0: at once). Probes still see a
+    # real outage meanwhile.
+    restart_grace_s: Annotated[float, Field(ge=0, le=600)] = 15.0
 
 
 class NetlinkSettings(FrozenModel):

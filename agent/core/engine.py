@@ -29,6 +29,7 @@ from agent.core.reports import (
     alert,
     carrier_alert,
     component_alert,
+    last_move,
     session_alert,
     tunnel_reports,
 )
@@ -137,6 +138,8 @@ def _same_view(a: hl.TunnelHealth, b: hl.TunnelHealth) -> bool:
         and a.reason == b.reason
         and a.sa is b.sa
         and a.bgp_up == b.bgp_up
+        # An SA now awaited brings a deadline the next decision must know of.
+        and a.sa_awaited == b.sa_awaited
     )
 
 
@@ -357,6 +360,7 @@ def _decide(
         asked=desired,
         routes_for=roles,
         announced_for=announce,
+        last_move=last_move(alerts, state.last_move),
     )
     sweeps = _sweeps(state, now)
     if sweeps:
@@ -491,6 +495,7 @@ def _with_deadlines(state: CoreState, now: float, usable: list[str] | None = Non
     if state.settled:
         times += pol.proving_deadlines(cfg, usable, state.usable_since, state.settled_at, now)
     times += pol.probation_deadlines(cfg, state.health, now, _suppressed(state))
+    times += [at for h in state.health.values() if h.sa_awaited for at in hl.grace_deadlines(h)]
     for d in state.damping.values():
         at = damp.reuse_at(d, cfg.policy.dampening)
         if at is not None:

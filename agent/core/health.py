@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from agent.config import Source
 from agent.core import events as ev
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "SaView",
     "TunnelHealth",
     "Verdict",
+    "grace_deadlines",
     "judge",
     "observe",
     "verdict_of",
@@ -95,6 +97,9 @@ class HealthRules:
     uses_sa: bool = True
     uses_link: bool = True
     traffic_counts_as_life: bool = False
+    # After charon comes back (vici recovered), how long a missing SA is awaited before it
+    # counts as down: a restarted charon has no SAs until it has negotiated them again.
+    sa_return_grace_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,10 @@ class TunnelHealth:
     bgp_up: bool = False
     # The SA view "unknown" because a source went blind; remembered so reports say why.
     blind_sources: frozenset[str] = field(default_factory=frozenset)
+    # Sources back from blindness, and until when a missing SA is awaited from them.
+    sa_grace_until: tuple[tuple[str, float], ...] = ()
+    # Sources that said "no SA" within their grace: down once it ends, unless it came back.
+    sa_awaited: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def sa(self) -> SaView:
@@ -169,24 +178,61 @@ def _push(h: TunnelHealth, ok: bool, rules: HealthRules, at: float) -> TunnelHea
     )
 
 
+def _in_grace(h: TunnelHealth, source: str, at: float) -> bool:
+    return any(s == source and at < until for s, until in h.sa_grace_until)
+
+
+def _end_grace(h: TunnelHealth, source: str) -> TunnelHealth:
+    return replace(
+        h,
+        sa_grace_until=tuple((s, u) for s, u in h.sa_grace_until if s != source),
+        sa_awaited=h.sa_awaited - {source},
+    )
+
+
+def _expire_graces(h: TunnelHealth, now: float) -> TunnelHealth:
+    """An SA awaited past its grace is down: charon came back without it."""
+    for source, until in h.sa_grace_until:
+        if until <= now:
+            awaited = source in h.sa_awaited
+            h = _end_grace(h, source)
+            if awaited:
+                h = _set_sa(h, source, SaView.DOWN)
+                since = h.trouble_since if h.trouble_since is not None else until
+                h = replace(h, trouble_since=since)
+    return h
+
+
+def grace_deadlines(h: TunnelHealth) -> list[float]:
+    """When an awaited SA's grace ends (the core must look again then)."""
+    return [until for s, until in h.sa_grace_until if s in h.sa_awaited]
+
+
 def observe(h: TunnelHealth, event: ev.Event, rules: HealthRules, now: float) -> TunnelHealth:
     """Fold one event about this tunnel into its signals (not yet its state)."""
     at = event.at or now
+    if h.sa_grace_until:
+        h = _expire_graces(h, max(at, now))
     match event:
         case ev.ChildSaUp(source=source):
             was_up = h.sa is SaView.UP
-            h = _set_sa(h, source, SaView.UP)
+            h = _end_grace(_set_sa(h, source, SaView.UP), source)
             if not was_up:
                 # A new SA starts probation afresh: only probes after it count.
                 h = replace(h, ok_streak=0)
             return replace(h, blind_sources=h.blind_sources - {source})
+        case ev.ChildSaDown(source=source) if _in_grace(h, source, at):
+            # Not yet: a charon just back may still be negotiating it.
+            h = _set_sa(h, source, SaView.UNKNOWN)
+            return replace(h, sa_awaited=h.sa_awaited | {source})
         case ev.ChildSaDown(source=source):
             h = _set_sa(h, source, SaView.DOWN)
             trouble = h.trouble_since if h.trouble_since is not None else at
             return replace(h, trouble_since=trouble, blind_sources=h.blind_sources - {source})
         case ev.ChildSaRekeyed(source=source):
             # A rekey is proof the SA is alive, never a failure.
-            return replace(_set_sa(h, source, SaView.UP), blind_sources=h.blind_sources - {source})
+            h = _end_grace(_set_sa(h, source, SaView.UP), source)
+            return replace(h, blind_sources=h.blind_sources - {source})
         case ev.ProbeSucceeded(rtt_ms=rtt):
             rtts = (*h.rtts, rtt)[-rules.rtt_samples :]
             return replace(_push(h, True, rules, at), rtts=rtts)
@@ -208,7 +254,16 @@ def observe(h: TunnelHealth, event: ev.Event, rules: HealthRules, now: float) ->
             if any(s == source for s, _ in h.sa_by_source):
                 h = _set_sa(h, source, SaView.UNKNOWN)
             return replace(h, blind_sources=h.blind_sources | {source})
-        case ev.SourceRecovered(source=source) | ev.ComponentRestarted(component=source):
+        case ev.SourceRecovered(source=source):
+            h = replace(h, blind_sources=h.blind_sources - {source})
+            # Only charon forgets its SAs when it restarts; the kernel's XFRM view does not.
+            known = any(s == source for s, _ in h.sa_by_source)
+            if source == Source.VICI and rules.sa_return_grace_s > 0 and known:
+                h = _end_grace(h, source)
+                until = at + rules.sa_return_grace_s
+                h = replace(h, sa_grace_until=(*h.sa_grace_until, (source, until)))
+            return h
+        case ev.ComponentRestarted(component=source):
             return replace(h, blind_sources=h.blind_sources - {source})
         case _:
             return h

@@ -50,6 +50,7 @@ def rules_for(cfg: Config, tunnel: str) -> HealthRules:
         uses_sa=Source.VICI in t.sources or Source.XFRM in t.sources,
         uses_link=Source.LINK in t.sources,
         traffic_counts_as_life=p.traffic_counts_as_life,
+        sa_return_grace_s=cfg.vici.restart_grace_s if Source.VICI in t.sources else 0.0,
     )
 
 

@@ -414,7 +414,13 @@ def test_sa_only_tunnel_is_up_on_its_sa() -> None:
     assert sim.state.reported["tun1"].sa == "unknown"
     sim.step(ev.SourceRecovered(source="vici"))
     sim.step(ev.ChildSaDown(tunnel="tun1", source="vici"))
+    # A charon just back may still be negotiating: its SA is awaited for the grace.
+    assert sim.state.carriers == ("tun1",)
+    sim.advance(sim.now + cfg.vici.restart_grace_s)
     assert sim.state.carriers == ("tun2",)
+    sim.step(ev.ChildSaUp(tunnel="tun1"))
+    sim.step(ev.ChildSaDown(tunnel="tun1", source="vici"))
+    assert sim.health("tun1") is Health.DOWN
 
 
 def test_link_only_tunnel_follows_its_link() -> None:
