@@ -17,11 +17,14 @@ __all__ = [
     "desired_links",
     "drain_refusal",
     "pending_preemptions",
+    "preemption_times",
     "preference",
     "probation_deadlines",
+    "probation_times",
     "proven",
     "proven_at",
     "proving_deadlines",
+    "proving_times",
     "ranked",
     "ready_at",
 ]
@@ -83,8 +86,19 @@ def proving_deadlines(
     now: float,
 ) -> list[float]:
     """When a tunnel on its way back becomes proven (it may take a standby role then)."""
-    times = (proven_at(cfg, n, usable_since, settled_at) for n in usable)
-    return [t for t in times if t > now]
+    return list(proving_times(cfg, usable, usable_since, settled_at, now).values())
+
+
+def proving_times(
+    cfg: Config,
+    usable: Iterable[str],
+    usable_since: Mapping[str, float],
+    settled_at: float,
+    now: float,
+) -> dict[str, float]:
+    """proving_deadlines by tunnel."""
+    times = {n: proven_at(cfg, n, usable_since, settled_at) for n in usable}
+    return {n: t for n, t in times.items() if t > now}
 
 
 def choose_carriers(
@@ -167,16 +181,28 @@ def pending_preemptions(
     current: tuple[str, ...],
 ) -> list[float]:
     """When a better tunnel's hold-down ends (the engine wakes up then)."""
+    return list(preemption_times(cfg, usable, health, usable_since, current).values())
+
+
+def preemption_times(
+    cfg: Config,
+    usable: Iterable[str],
+    health: Mapping[str, TunnelHealth],
+    usable_since: Mapping[str, float],
+    current: tuple[str, ...],
+) -> dict[str, float]:
+    """pending_preemptions by tunnel: when each one that would take traffic (or, active-active,
+    join the carriers) ends its hold-down."""
     if cfg.policy.mode is PolicyMode.ACTIVE_ACTIVE:
-        return [ready_at(cfg, n, health, usable_since) for n in usable if n not in current]
+        return {n: ready_at(cfg, n, health, usable_since) for n in usable if n not in current}
     if not current or not cfg.policy.preempt:
-        return []
+        return {}
     worst = max(preference(cfg.tunnel(c), health[c]) for c in current)
-    return [
-        ready_at(cfg, n, health, usable_since)
+    return {
+        n: ready_at(cfg, n, health, usable_since)
         for n in usable
         if n not in current and preference(cfg.tunnel(n), health[n]) < worst
-    ]
+    }
 
 
 def desired_links(
@@ -229,15 +255,25 @@ def probation_deadlines(
 ) -> list[float]:
     """When a held-down link is raised for probation (a suppressed one: at its reuse time,
     which dampening asks for)."""
+    return list(probation_times(cfg, health, now, suppressed).values())
+
+
+def probation_times(
+    cfg: Config,
+    health: Mapping[str, TunnelHealth],
+    now: float,
+    suppressed: Collection[str] = (),
+) -> dict[str, float]:
+    """probation_deadlines by tunnel."""
     if cfg.policy.link_control is not LinkControl.DOWN:
-        return []
-    out = []
+        return {}
+    out = {}
     for t in cfg.tunnels:
         h = health[t.name]
         if h.state is Health.DOWN and h.sa is not SaView.DOWN and t.name not in suppressed:
             deadline = _probation_at(cfg, h)
             if deadline > now:
-                out.append(deadline)
+                out[t.name] = deadline
     return out
 
 
