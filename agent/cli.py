@@ -22,8 +22,8 @@ from agent.instance_lock import InstanceLock, LockError
 from agent.logfmt import configure_logging
 from agent.ports import AdapterError
 from agent.privileges import effective_capabilities, missing
-from agent.replay import ReplayError, read_replay
-from agent.runtime import Adapters, Runtime, VirtualClock, replay
+from agent.replay import ReplayError, VirtualClock, read_replay, replay
+from agent.runtime import Adapters, Runtime
 
 __all__ = ["main"]
 

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.components import Adapters, Component, Plan, SourceSupervisor, components_of, plan
@@ -24,12 +24,12 @@ from agent.config import Config, load_config
 from agent.core import engine
 from agent.core.actions import Action, PublishAlert, PublishTunnelState
 from agent.core.events import Event, TimerFired
+from agent.dispatch import apply_actions, log_decisions
 from agent.inbox import Inbox
 from agent.ports import Actuator, AdapterError
 from agent.reload import Loaded, Reloader, refusal
-from agent.replay import TimedEvent
 
-__all__ = ["Adapters", "Build", "Runtime", "VirtualClock", "replay"]
+__all__ = ["Adapters", "Build", "Runtime"]
 
 log = logging.getLogger("vti_failover.runtime")
 
@@ -43,36 +43,6 @@ _STEPS_PER_YIELD = 256
 
 class _StopRequestedError(Exception):
     """Raised inside the TaskGroup to end it on SIGTERM/SIGINT."""
-
-
-async def _apply_one(actuator: Actuator, actions: Sequence[Action]) -> None:
-    mine = [a for a in actions if actuator.wants(a)]
-    if not mine:
-        return
-    try:
-        await actuator.apply(mine)
-    except AdapterError as exc:
-        # One failed write must not stop the other actuators or the agent.
-        log.error("%s: %s", actuator.name, exc)
-
-
-async def _apply(actuators: Sequence[Actuator], actions: Sequence[Action]) -> None:
-    """Routing first, every actuator at once (the kernel and BGP need not wait for each
-    other); alerts and state reports only after all of it is done."""
-    reports = [a for a in actions if isinstance(a, PublishAlert | PublishTunnelState)]
-    routing = [a for a in actions if not isinstance(a, PublishAlert | PublishTunnelState)]
-    if routing:
-        await asyncio.gather(*(_apply_one(a, routing) for a in actuators))
-    if reports:
-        for actuator in actuators:
-            await _apply_one(actuator, reports)
-
-
-def _log_decisions(actions: Sequence[Action]) -> None:
-    # One line per decision, before it is carried out: what operators and benchmarks time.
-    for action in actions:
-        if isinstance(action, PublishAlert):
-            log.info("decided %s", action)
 
 
 class Runtime:
@@ -281,8 +251,8 @@ class Runtime:
 
     async def _act(self, actions: list[Action]) -> None:
         if actions:
-            _log_decisions(actions)
-            await _apply(self.actuators, actions)
+            log_decisions(actions)
+            await apply_actions(self.actuators, actions)
         self._open_gates()
         # Whatever the actuators did, let the sources and signal handlers run before more.
         await asyncio.sleep(0)
@@ -354,58 +324,17 @@ class Runtime:
         # actuators that go; what it adds reaches the new ones before they start.
         leaving = [c.actuator for c in gone if c.actuator is not None]
         if actions:
-            _log_decisions(actions)
-            await _apply([*self.actuators, *leaving], actions)
+            log_decisions(actions)
+            await apply_actions([*self.actuators, *leaving], actions)
         fresh = [merged[n] for n in (*change.add, *change.replace)]
         told = {a.tunnel for a in actions if isinstance(a, PublishTunnelState)}
         snapshot = [r for t, r in self.state.reported.items() if t not in told]
         joining = [c.actuator for c in fresh if c.actuator is not None]
         if snapshot and joining:
             # A new publisher or exporter starts knowing every tunnel's state.
-            await _apply(joining, snapshot)
+            await apply_actions(joining, snapshot)
         for component in gone:
             await self._stop_component(component)
         for component in fresh:
             self._start(component)
         self._open_gates()
-
-
-class VirtualClock:
-    """The replay's clock: moved by the replay, read by whoever prints times."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def replay(
-    cfg: Config,
-    events: Sequence[TimedEvent],
-    actuators: Sequence[Actuator],
-    clock: VirtualClock | None = None,
-) -> float:
-    """Drive the core through recorded events on a virtual clock; returns the end time.
-
-    Deadlines between events fire as TimerFired at their exact time, and after the last
-    event every pending deadline still fires, so hold-downs run out in the replay too.
-    """
-    state = engine.initial_state(cfg, 0.0)
-    now = 0.0
-    clock = clock if clock is not None else VirtualClock()
-
-    async def fire_until(limit: float) -> None:
-        nonlocal state, now
-        while (deadline := engine.next_deadline(state, now)) is not None and deadline <= limit:
-            now = clock.now = deadline
-            state, actions = engine.step(state, TimerFired(at=now), now)
-            await _apply(actuators, actions)
-
-    for timed in events:
-        await fire_until(timed.t)
-        now = clock.now = timed.t
-        state, actions = engine.step(state, timed.event, now)
-        await _apply(actuators, actions)
-    await fire_until(now + 24 * 3600)
-    return now
