@@ -57,6 +57,14 @@ tunnel() { # INDEX LOCAL REMOTE INNER/LEN: one ISP path's tunnel interface vti<I
   ip addr add "$inner" dev "$dev"
 }
 
+xfrm_tunnel() { # INDEX INNER/LEN: an XFRM interface xfrm<INDEX> on isp<INDEX>, if_id INDEX
+  local i=$1 dev=xfrm$1
+  ip link add "$dev" type xfrm dev "isp$i" if_id "$i"
+  sysctl -qw "net.ipv4.conf.$dev.disable_policy=1" "net.ipv4.conf.$dev.rp_filter=0"
+  ip link set "$dev" mtu 1400 up
+  ip addr add "$2" dev "$dev"
+}
+
 swanctl_conf() { # the site's swanctl.conf; the xfrm variant ties SAs by if_id, not mark
   local src="$here/$node/swanctl.conf"
   if [ "$kind" = xfrm ]; then
@@ -81,11 +89,11 @@ start_charon() {
   swanctl --load-all --file "$(swanctl_conf)" --uri "unix://$state/run/charon.vici" >/dev/null
 }
 
-wait_children() { # site A: until both CHILD_SAs are installed, re-initiating missing ones
+wait_children() { # site A: until every CHILD_SA are installed, re-initiating missing ones
   local deadline=$((SECONDS + ${LAB_SA_WAIT_S:-90})) child
   while [ $SECONDS -lt $deadline ]; do
     local missing=0
-    for child in tun1 tun2; do
+    for child in tun1 tun2 tun3; do
       if ! swanctl --list-sas --ike "$child" --uri "unix://$state/run/charon.vici" 2>/dev/null |
         grep -q INSTALLED; then
         missing=1
@@ -101,7 +109,7 @@ wait_children() { # site A: until both CHILD_SAs are installed, re-initiating mi
   return 1
 }
 
-site() { # LAN/LEN U1_LOCAL U1_REMOTE U2_LOCAL U2_REMOTE HOST_INDEX
+site() { # LAN/LEN U1_LOCAL U1_REMOTE U2_LOCAL U2_REMOTE HOST_INDEX U3_LOCAL
   modprobe -q -a ip_vti xfrm_interface esp4 xfrm_user 2>/dev/null || true
   ip link set lo up
   sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
@@ -111,9 +119,13 @@ site() { # LAN/LEN U1_LOCAL U1_REMOTE U2_LOCAL U2_REMOTE HOST_INDEX
   ip link set isp1 up
   ip addr add "$4/30" dev isp2
   ip link set isp2 up
+  ip addr add "$7/30" dev isp3
+  ip link set isp3 up
   # Tunnels before charon, so SAs find their interfaces from the first packet.
   tunnel 1 "$2" "$3" "169.254.1.$6/30"
   tunnel 2 "$4" "$5" "169.254.2.$6/30"
+  # The third path is always an XFRM interface: a mixed VTI + XFRM site.
+  xfrm_tunnel 3 "169.254.3.$6/30"
   start_charon
 }
 
@@ -124,11 +136,11 @@ exabgp_env() {
 
 case $node in
   siteB)
-    site 10.2.0.1/24 192.0.2.2 192.0.2.1 198.51.100.2 198.51.100.1 2
+    site 10.2.0.1/24 192.0.2.2 192.0.2.1 198.51.100.2 198.51.100.1 2 203.0.113.2
     daemon bird bird -f -c "$here/siteB/bird.conf" -s "$state/bird.ctl"
     ;;
   siteA)
-    site 10.1.0.1/24 192.0.2.1 192.0.2.2 198.51.100.1 198.51.100.2 1
+    site 10.1.0.1/24 192.0.2.1 192.0.2.2 198.51.100.1 198.51.100.2 1 203.0.113.1
     daemon mosquitto mosquitto -c "$here/siteA/mosquitto.conf"
     case $stack in
       stock | healthcheck)

@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="tunnels, SAs, BGP sessions and routes of the running lab")
     for name in ("cut", "repair"):
         sp = sub.add_parser(name, help=f"{name} an ISP path (silent: drops both ways, links up)")
-        sp.add_argument("isp", choices=("isp1", "isp2"))
+        sp.add_argument("isp", choices=("isp1", "isp2", "isp3"))
     demo = sub.add_parser("demo", help="the scripted failover demo (brings the lab up and down)")
     stack_args(demo)
     demo.set_defaults(stack="agent")

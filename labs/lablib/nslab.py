@@ -22,6 +22,7 @@ KINDS = ("vti", "xfrm")
 ISP_ENDS = {
     "isp1": (("siteA", "isp1"), ("siteB", "isp1")),
     "isp2": (("siteA", "isp2"), ("siteB", "isp2")),
+    "isp3": (("siteA", "isp3"), ("siteB", "isp3")),
 }
 
 

@@ -9,6 +9,12 @@ site B and the MQTT subscriber saw, and when. Phases, in the order given:
   exabgp_kill  kill -9 of the agent's ExaBGP (the agent restarts it; graceful restart)
   hup_storm    100 SIGHUPs in one second, then a cut of isp1 and its repair
   broker_down  mosquitto stopped for 60 s across a failover and a failback
+  charon_back  kill -9 of site A's charon, started again at once: its SAs return within
+               vici.restart_grace_s
+  charon_late  the same with IKE on isp1 blocked, so tun1's SA does not return in time
+  flapping     isp1 cut and repaired at 0.5 Hz for 120 s
+  three_order  (three-tunnel config) every path cut, isp3 back, then isp2, then isp1 10 s
+               later: traffic on xfrm3, then vti2, then vti1
 
 Writes JSON facts for the test to judge on the host.
 """
@@ -161,13 +167,153 @@ def phase_hup_storm(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Fa
     time.sleep(5)
     facts["agent_alive"] = not gone(pid)()
     facts["exabgp_after"] = exabgp_pids()
-    # Still doing its job: a cut fails over, the repair fails back.
+    # Still doing its job: a cut fails over, the repair fails back. What the kernel saw
+    # of it is what one failover and one failback cost (the flapping phase's yardstick).
+    mon = Monitor(lab)
     cut = time.time()
     lab.cut("isp1")
     facts["failover_s"] = wait("failover to vti2", lambda: on(lab, "vti2"), 60)
     lab.repair("isp1")
     facts["failback_s"] = wait("failback to vti1", lambda: on(lab, "vti1"), 120)
+    time.sleep(10)  # the standby's routes and session settle again
+    facts["monitor_failover_failback"] = mon.stop()
     facts["cut_at"] = cut
+    window(facts, start, time.time())
+    return facts
+
+
+def swanctl_conf() -> Path:
+    """Site A's swanctl.conf as node.sh loaded it (the xfrm variant writes its own)."""
+    derived = STATE_ROOT / "siteA" / "swanctl.conf"
+    return derived if derived.exists() else LAB_DIR / "siteA" / "swanctl.conf"
+
+
+def restart_charon(lab: Lab) -> float:
+    """kill -9 of site A's charon, then a new one as node.sh starts it; returns when the
+    new one answers on VICI (its config loaded, so it initiates every tunnel)."""
+    state = STATE_ROOT / "siteA"
+    pid = int((state / "charon.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    wait("charon exit", gone(pid), 20)
+    os.environ["STRONGSWAN_CONF"] = str(LAB_DIR / "strongswan.conf")
+    script = 'mount --bind "$0" /run && exec /usr/lib/ipsec/charon'
+    lab.spawn("siteA", "charon", "unshare", "-m", "sh", "-c", script, str(state / "run"))
+    wait("charon's vici socket", lambda: "uptime" in lab.swanctl("siteA", "--stats"), 30)
+    lab.swanctl("siteA", "--load-all", "--file", str(swanctl_conf()))
+    return time.time()
+
+
+def block_ike(lab: Lab, isp: str) -> None:
+    """IKE (UDP 500/4500) from site A over one path dropped; ESP still passes."""
+    rules = (
+        "table inet lab_ike {\n"
+        "  chain out { type filter hook output priority 0;\n"
+        f'    oifname "{isp}" udp dport {{ 500, 4500 }} drop\n'
+        "  }\n"
+        "}\n"
+    )
+    path = STATE_ROOT / "siteA" / "block-ike.nft"
+    path.write_text(rules)
+    lab.sh("siteA", "nft", "-f", str(path))
+
+
+def unblock_ike(lab: Lab) -> None:
+    lab.sh("siteA", "nft", "delete", "table", "inet", "lab_ike", check=False)
+
+
+def phase_charon_back(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "charon_back"}
+    mon = Monitor(lab)
+    start = time.time()
+    back = restart_charon(lab)
+    facts["answers_s"] = round(back - start, 1)
+    facts["sas_back_s"] = wait(
+        "both SAs from the new charon",
+        lambda: lab.child_installed("siteA", "tun1") and lab.child_installed("siteA", "tun2"),
+        60,
+    )
+    # Past the grace (15 s) by a margin: a late "down" would have shown by then.
+    time.sleep(max(0.0, back + 25 - time.time()))
+    facts["on_vti1"] = on(lab, "vti1")
+    facts["monitor"] = mon.stop()
+    window(facts, start, time.time())
+    return facts
+
+
+def phase_charon_late(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "charon_late"}
+    start = time.time()
+    block_ike(lab, "isp1")
+    back = restart_charon(lab)
+    facts["back_at"] = back
+    facts["tun2_back_s"] = wait(
+        "tun2's SA from the new charon", lambda: lab.child_installed("siteA", "tun2"), 60
+    )
+    wait("failover to vti2", lambda: on(lab, "vti2"), 90)
+    facts["failover_after_back_s"] = round(time.time() - back, 1)
+    unblock_ike(lab)
+    facts["failback_s"] = wait("failback to vti1", lambda: on(lab, "vti1"), 240)
+    window(facts, start, time.time())
+    return facts
+
+
+def phase_flapping(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "flapping"}
+    before = sessions_since(lab)
+    mon = Monitor(lab)
+    start = time.time()
+    for cycle in range(60):  # 0.5 Hz for 120 s: 1 s cut, 1 s repaired
+        lab.cut("isp1")
+        time.sleep(max(0.0, start + 2 * cycle + 1 - time.time()))
+        lab.repair("isp1")
+        time.sleep(max(0.0, start + 2 * cycle + 2 - time.time()))
+    facts["flapped_s"] = round(time.time() - start, 1)
+    time.sleep(30)  # what the flapping still causes after it stopped
+    facts["monitor"] = mon.stop()
+    since = sessions_since(lab)
+    facts["tun2_session"] = {
+        "before": before.get("tun2"),
+        "after": since.get("tun2"),
+        "state": lab.bgp_sessions().get("tun2"),
+    }
+    facts["site_a_route"] = lab.route_devs("siteA", "10.2.0.0/24")
+    window(facts, start, time.time())
+    return facts
+
+
+def carried_by(lab: Lab) -> str:
+    """The tunnel both sites route through, or "split"/"none"."""
+    a = (lab.route_devs("siteA", "10.2.0.0/24") or ["none"])[0]
+    b = (lab.route_devs("siteB", "10.1.0.0/24") or ["none"])[0]
+    return a if a == b else "split"
+
+
+def phase_three_order(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> Facts:
+    facts: Facts = {"name": "three_order"}
+    start = time.time()
+    for isp in ("isp1", "isp2", "isp3"):
+        lab.cut(isp)
+    facts["all_down_s"] = wait(
+        "no route at site A", lambda: not lab.route_devs("siteA", "10.2.0.0/24"), 60
+    )
+    lab.repair("isp3")
+    facts["on_xfrm3_s"] = wait("traffic on xfrm3", lambda: carried_by(lab) == "xfrm3", 90)
+    seen: list[tuple[float, str]] = []
+    lab.repair("isp2")
+    repaired2 = time.time()
+    time.sleep(10)
+    lab.repair("isp1")
+    repaired1 = time.time()
+
+    def settled_on_vti1() -> bool:
+        now = carried_by(lab)
+        if not seen or seen[-1][1] != now:
+            seen.append((round(time.time() - repaired2, 1), now))
+        return now == "vti1"
+
+    wait("traffic on vti1", settled_on_vti1, 180)
+    facts["carriers_after_repair"] = seen
+    facts["isp1_after_isp2_s"] = round(repaired1 - repaired2, 1)
     window(facts, start, time.time())
     return facts
 
@@ -205,7 +351,13 @@ PHASES = {
     "exabgp_kill": phase_exabgp_kill,
     "hup_storm": phase_hup_storm,
     "broker_down": phase_broker_down,
+    "charon_back": phase_charon_back,
+    "charon_late": phase_charon_late,
+    "flapping": phase_flapping,
+    "three_order": phase_three_order,
 }
+# What a run does unless told: every phase of the two-tunnel lab.
+TWO_TUNNEL_PHASES = [n for n in PHASES if n != "three_order"]
 
 
 def mqtt_events(*logs: Path) -> list[Facts]:
@@ -231,7 +383,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("facts", type=Path)
     p.add_argument("--config", type=Path, required=True, help="the config the lab started with")
-    p.add_argument("--phases", default=",".join(PHASES))
+    p.add_argument("--phases", default=",".join(TWO_TUNNEL_PHASES))
     a = p.parse_args()
     running = Lab.running()
     assert running is not None, "no lab is up"

@@ -55,9 +55,9 @@ def test_clab_topology_shape(clab: dict) -> None:
             node, iface = end.split(":")
             assert node in topo["nodes"], end
             assert re.fullmatch(r"[a-z0-9]{1,15}", iface), end
-    # Two underlay paths between the sites, a LAN behind each.
-    assert ("siteA:isp1", "siteB:isp1") in endpoints
-    assert ("siteA:isp2", "siteB:isp2") in endpoints
+    # Three underlay paths between the sites, a LAN behind each.
+    for isp in ("isp1", "isp2", "isp3"):
+        assert (f"siteA:{isp}", f"siteB:{isp}") in endpoints
     used = [end for ends in endpoints for end in ends]
     assert len(used) == len(set(used)), "an interface is used by two links"
 
@@ -111,16 +111,26 @@ def test_namespace_runner_reads_the_same_topology(clab: dict) -> None:
     assert topo.node_args["siteA"] == ("siteA", "stock")
 
 
-@pytest.mark.parametrize("name", ["vti-failover.yaml", "vti-failover-xfrm.yaml"])
+@pytest.mark.parametrize(
+    "name", ["vti-failover.yaml", "vti-failover-xfrm.yaml", "vti-failover-three.yaml"]
+)
 def test_agent_configs_load_and_match_the_lab(name: str) -> None:
     cfg = load_config(LAB / "siteA" / name)
     swanctl = (LAB / "siteA" / "swanctl.conf").read_text()
+    bird = (LAB / "siteB" / "bird.conf").read_text()
     for t in cfg.tunnels:
         # The names and keys the agent looks for are the ones charon and node.sh create.
         assert re.search(rf"^\s+{t.ike.connection} {{", swanctl, flags=re.MULTILINE)
         n = t.sa_mark if t.sa_mark is not None else t.if_id
-        assert f"mark_in = {n}" in swanctl
-        assert t.interface == f"vti{n}"
+        if t.interface.startswith("xfrm"):
+            # The third path is an XFRM interface in every variant (node.sh xfrm_tunnel).
+            assert f"if_id_in = {n}" in swanctl
+            assert t.interface == f"xfrm{n}"
+        else:
+            assert f"mark_in = {n}" in swanctl
+            assert t.interface == f"vti{n}"
+        # Site B peers every tunnel's inner address.
+        assert f"neighbor {t.inner.local.ip} as 65001" in bird
     assert cfg.vici.socket == "unix:///run/vti-failover-lab/siteA/run/charon.vici"
     assert [str(p) for p in cfg.site_prefixes] == ["10.1.0.0/24"]
 

@@ -91,3 +91,58 @@ def test_failover_without_a_broker_and_every_event_after_it_returns(lab: Facts) 
     kinds = [e["kind"] for e in events(lab, start, end) if e["log"] == "mqtt-sub2.log"]
     assert "failover" in kinds, (kinds, why(lab))
     assert "failback" in kinds, kinds
+
+
+def moves(facts: Facts, p: Facts) -> list[Facts]:
+    """The decisions that moved traffic in a phase, as the first MQTT subscriber saw them."""
+    kinds = ("failover", "failback", "both-down", "recovered")
+    return [
+        e
+        for e in events(facts, p["start"], p["end"])
+        if e["kind"] in kinds and e["log"] == "mqtt-sub.log"
+    ]
+
+
+def test_a_charon_crash_whose_sas_return_within_the_grace_moves_nothing(lab: Facts) -> None:
+    p = phase(lab, "charon_back")
+    print(
+        f"charon kill -9 and restart: answers in {p['answers_s']} s, SAs back in "
+        f"{p['sas_back_s']} s, lost {p['lost_to_a']}/{p['lost_to_b']} datagrams to A/B"
+    )
+    assert moves(lab, p) == [], why(lab)
+    assert p["monitor"] == [], why(lab)
+    assert p["on_vti1"] is True
+    told = [e for e in events(lab, p["start"], p["end"]) if e["log"] == "mqtt-sub.log"]
+    assert ("component-lost", "vici") in {(e["kind"], e.get("component")) for e in told}, told
+
+
+def test_a_charon_crash_whose_sa_stays_missing_fails_over_when_the_grace_ends(
+    lab: Facts,
+) -> None:
+    p = phase(lab, "charon_late")
+    failovers = [e for e in moves(lab, p) if e["kind"] == "failover"]
+    assert [(e["from"], e["to"]) for e in failovers] == [(["tun1"], ["tun2"])], moves(lab, p)
+    after = failovers[0]["at_epoch"] - p["back_at"]
+    print(f"charon back without tun1's SA: failover {after:.1f} s after it answered")
+    # Not before the grace (15 s) from the moment the agent saw charon again, which is
+    # at most its reconnect backoff after charon answered.
+    assert 15.0 - 1.0 <= after <= 15.0 + 20.0, after
+    assert "child-sa-down" in failovers[0]["reason"]
+    assert p["failback_s"] < 240
+
+
+def test_flapping_at_half_a_hertz_costs_at_most_a_failover_and_a_failback(lab: Facts) -> None:
+    p = phase(lab, "flapping")
+    yardstick = phase(lab, "hup_storm")["monitor_failover_failback"]
+    moved = moves(lab, p)
+    print(
+        f"flapping 0.5 Hz for {p['flapped_s']} s: {len(moved)} moves, {len(p['monitor'])} "
+        f"kernel route/nexthop changes (a failover and a failback: {len(yardstick)})"
+    )
+    assert len(moved) <= 2, moved
+    assert len(p["monitor"]) <= len(yardstick), "\n".join(p["monitor"])
+    assert yardstick, "the cut and repair changed nothing: no yardstick"
+    # BGP over the stable tunnel never dropped.
+    session = p["tun2_session"]
+    assert session["state"] == "Established"
+    assert session["after"] == session["before"], session
