@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agent import sdnotify
 from agent.components import Adapters, Component, Plan, SourceSupervisor, components_of, plan
 from agent.config import Config, load_config
+from agent.control import Submitted, control_component
 from agent.core import engine
 from agent.core.actions import Action, PublishAlert, PublishTunnelState
 from agent.core.events import Event, TimerFired
+from agent.core.snapshot import Json, snapshot
 from agent.dispatch import apply_actions, log_decisions
 from agent.inbox import Inbox
 from agent.ports import Actuator, AdapterError
@@ -64,9 +67,10 @@ class Runtime:
         self.build = build
         self.config_path = config_path
         self.clock = clock
-        self.inbox: Inbox[Loaded] = Inbox()
+        self.inbox: Inbox[Loaded | Submitted] = Inbox()
         self.state = engine.initial_state(cfg, clock())
-        self.components: dict[str, Component] = components_of(build(cfg))
+        self.components: dict[str, Component] = self._components_for(cfg)
+        self.notifier = sdnotify.ServiceNotifier()
         self.reloader = Reloader(config_path, lambda path: prepare(load(path)), self.inbox.put)
         # Reloads applied, refused: for tests and the status line.
         self.reloads = 0
@@ -93,7 +97,30 @@ class Runtime:
         self._stop.set()
 
     def request_reload(self) -> None:
+        self.notifier.reloading()
         self.reloader.request()
+
+    # -- what the control socket asks (agent.adapters.control_socket.ControlledAgent) ----
+
+    def snapshot(self) -> dict[str, Json]:
+        return snapshot(self.state, self.clock())
+
+    def version(self) -> object:
+        # Every step that changes anything replaces the state: its identity is the version.
+        return self.state
+
+    def tunnels(self) -> frozenset[str]:
+        return frozenset(self.state.health)
+
+    async def submit(self, event: Event) -> list[Action]:
+        """Step the core with `event` in its turn; the actions it decided, once carried out."""
+        done: asyncio.Future[list[Action]] = asyncio.get_running_loop().create_future()
+        self.inbox.put(Submitted(event, done))
+        return await done
+
+    def _components_for(self, cfg: Config) -> dict[str, Component]:
+        """What a build of `cfg` runs, and the control socket the runtime itself serves."""
+        return {**components_of(self.build(cfg)), **control_component(cfg, self, self.clock)}
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit status 0) or an actuator gives up (status 1)."""
@@ -114,6 +141,8 @@ class Runtime:
                 self._reload_task = tg.create_task(self.reloader.run(), name="reloader")
                 self._core_task = tg.create_task(self._consume(), name="core")
                 tg.create_task(self._wait_for_stop(), name="stopper")
+                # On the loop the consumer runs on: a consumer that hangs it stops the pings.
+                tg.create_task(sdnotify.watchdog_loop(), name="watchdog")
         except* _StopRequestedError:
             log.info(
                 "stopping (routes and announcements left as they are)"
@@ -127,6 +156,7 @@ class Runtime:
                 log.critical("giving up: %s", exc)
             status = 1
         finally:
+            self.notifier.stop()
             self._tg = None
             await self._close_actuators()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -185,6 +215,7 @@ class Runtime:
 
     async def _wait_for_stop(self) -> None:
         await self._stop.wait()
+        self.notifier.stop()
         # First stop deciding: what the shutdown itself causes (ExaBGP's sessions closing)
         # must not turn into route changes.
         await self._cancel(self._reload_task)
@@ -236,6 +267,9 @@ class Runtime:
                     pending = []
                 await self._reload(item)
                 continue
+            submitted = None
+            if isinstance(item, Submitted):
+                submitted, item = item, item.event
             self.state, actions = engine.step(self.state, item, self.clock())
             pending += actions
             steps += 1
@@ -248,6 +282,11 @@ class Runtime:
                 steps = 0
                 await self._act(pending)
                 pending = []
+            if self.state.settled and not self.notifier.ready:
+                # The first decision's routing is carried out by now (its reports may wait).
+                self.notifier.settled(self._summary())
+            if submitted is not None and not submitted.done.done():
+                submitted.done.set_result(actions)
 
     async def _act(self, actions: list[Action]) -> None:
         if actions:
@@ -269,7 +308,7 @@ class Runtime:
             assert loaded.cfg is not None
             cfg = loaded.cfg
             try:
-                built = components_of(self.build(cfg))
+                built = self._components_for(cfg)
             except AdapterError as exc:
                 self.refused += 1
                 log.error("reload refused, keeping the running config: %s: %s", loaded.path, exc)
@@ -279,8 +318,14 @@ class Runtime:
             self.reloads += 1
             log.info("reloaded %s: %s", loaded.path, change.describe())
         finally:
+            self.notifier.reloaded(self._summary())
             if loaded.done is not None and not loaded.done.done():
                 loaded.done.set_result(None)
+
+    def _summary(self) -> str:
+        """One line for systemctl status: what carries now."""
+        carriers = ", ".join(self.state.carriers) or "none (both down)"
+        return f"{len(self.state.health)} tunnels, carrying: {carriers}"
 
     def _refusal(self, loaded: Loaded) -> str | None:
         if loaded.cfg is None:

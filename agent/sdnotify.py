@@ -1,4 +1,5 @@
-"""systemd's notify protocol: READY=1 once settled, WATCHDOG=1 while the event loop turns.
+"""systemd's notify protocol: READY=1 once settled, WATCHDOG=1 while the event loop turns,
+RELOADING=1 around a reload, STOPPING=1 on the way out.
 
 A datagram to $NOTIFY_SOCKET (a path, or "@name" for the abstract namespace); without it
 every call is a no-op, so the agent runs the same outside systemd. The watchdog task proves
@@ -11,9 +12,17 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Mapping
 
-__all__ = ["notify", "ready", "stopping", "watchdog_interval_s", "watchdog_loop"]
+__all__ = [
+    "ServiceNotifier",
+    "notify",
+    "ready",
+    "stopping",
+    "watchdog_interval_s",
+    "watchdog_loop",
+]
 
 
 def _address(env: Mapping[str, str]) -> str | None:
@@ -66,3 +75,41 @@ async def watchdog_loop(env: Mapping[str, str] | None = None) -> None:
     while True:
         notify("WATCHDOG=1", env)
         await asyncio.sleep(interval)
+
+
+def _monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+class ServiceNotifier:
+    """What the agent tells systemd, each at its moment.
+
+    READY=1 once, after the core's first decision was carried out (systemd then orders the
+    units after us, and `systemctl start` returns); RELOADING=1 when a SIGHUP arrives and
+    READY=1 when that reload was applied or refused; STOPPING=1 once. A reload before the
+    first decision says nothing: the start itself is not over yet.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = env
+        self.ready = False
+        self.stopping = False
+
+    def settled(self, status: str) -> None:
+        if not self.ready and not self.stopping:
+            self.ready = True
+            ready(status, self.env)
+
+    def reloading(self) -> None:
+        if self.ready and not self.stopping:
+            # systemd >= 253 wants the moment, to tell this reload from an older one.
+            notify(f"RELOADING=1\nMONOTONIC_USEC={_monotonic_usec()}", self.env)
+
+    def reloaded(self, status: str) -> None:
+        if self.ready and not self.stopping:
+            ready(status, self.env)
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            stopping(self.env)

@@ -9,6 +9,7 @@ and every cross-field rule) <- messages (operator-facing lines) <- loader (YAML 
 """
 
 # json_schema is not in __all__ (it never was); the CLI's `schema` command imports it from here.
+from agent.config.control import ControlSettings
 from agent.config.imports import ImportPolicy, PrefixRange
 from agent.config.loader import json_schema as json_schema
 from agent.config.loader import load_config, parse_config
@@ -44,6 +45,7 @@ __all__ = [
     "BothDown",
     "Config",
     "ConfigError",
+    "ControlSettings",
     "Dampening",
     "ExaBgpSettings",
     "ImportPolicy",

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, IPvAnyAddress, model_validator
 
+from agent.config.control import ControlSettings
 from agent.config.imports import ImportPolicy
 from agent.config.problems import FieldProblemsError, Problem, raise_if, repeats
 from agent.config.rules import config_problems
@@ -262,6 +263,7 @@ class Config(FrozenModel):
     metrics: MetricsSettings = MetricsSettings()
     vici: ViciSettings = ViciSettings()
     netlink: NetlinkSettings = NetlinkSettings()
+    control: ControlSettings = ControlSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
