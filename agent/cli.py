@@ -1,4 +1,5 @@
-"""Command line: check a config, run the agent (live, dry-run or replayed), print the schema.
+"""Command line: check a config, run the agent (live, dry-run or replayed), ask it (status,
+drain, undrain), print the schema.
 
 User mistakes end with one line per problem on stderr and exit status 2, never a traceback.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from agent import __version__
 from agent.adapters.printer import ActionPrinter
 from agent.config import Config, ConfigError, json_schema, load_config
+from agent.control_cli import add_commands, run_command
 from agent.instance_lock import InstanceLock, LockError
 from agent.logfmt import configure_logging
 from agent.ports import AdapterError
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("config", type=Path)
     doctor.add_argument("--json", action="store_true", help="one JSON object with the findings")
+    add_commands(sub)
     sub.add_parser("schema", help="print the config file's JSON Schema")
     echo = sub.add_parser("udp-echo", help="echo UDP probes back (run this on a UDP-probed peer)")
     echo.add_argument("--port", type=int, default=7)
@@ -246,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _udp_echo(args)
     if args.command == "doctor":
         return _to_stdout(lambda: _doctor(args))
+    if args.command in ("status", "drain", "undrain"):
+        return _to_stdout(lambda: run_command(args))
     return _run(args)
 
 

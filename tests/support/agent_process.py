@@ -22,7 +22,13 @@ class AgentProcess:
     """Started at construction; stopped by pid (SIGTERM, then SIGKILL) by stop()."""
 
     def __init__(
-        self, config: Path, workdir: Path, *args: str, netns: str | None = None, name: str = "agent"
+        self,
+        config: Path,
+        workdir: Path,
+        *args: str,
+        netns: str | None = None,
+        name: str = "agent",
+        env: dict[str, str] | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path = workdir / f"{name}.out"
@@ -33,7 +39,9 @@ class AgentProcess:
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, cwd=REPO)
+        # `env` adds to this process's environment (NOTIFY_SOCKET, as systemd sets it).
+        environ = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, cwd=REPO, env=environ)
 
     @property
     def pid(self) -> int:
