@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.sdnotify import watchdog_interval_s
 from tests.cli.runner import REPO
 
 UNIT = REPO / "config" / "vti-failover.service"
@@ -36,8 +37,17 @@ def test_the_unit_asks_for_the_agents_needs_and_no_more() -> None:
     assert "/run/vti-failover" in s["ReadWritePaths"]
     assert "AF_NETLINK" in s["RestrictAddressFamilies"].split()
     assert "PrivateNetwork" not in s  # the host's namespace is the one to act on
-    # Type=notify only once the runtime sends READY=1, or systemd would time the start out.
-    assert s["Type"] == "simple"
+    # The runtime sends READY=1 after its first decision and WATCHDOG=1 from its loop.
+    assert s["Type"] == "notify"
+    assert s["NotifyAccess"] == "main"
+    assert s["WatchdogSec"] == "10s"
+
+
+def test_the_watchdog_is_pinged_well_within_watchdog_sec() -> None:
+    # The agent pings at half of WATCHDOG_USEC, which systemd sets from WatchdogSec.
+    seconds = int(service()["WatchdogSec"].removesuffix("s"))
+    interval = watchdog_interval_s({"WATCHDOG_USEC": str(seconds * 1_000_000)})
+    assert interval == seconds / 2
 
 
 def test_systemd_analyze_verify_accepts_it(tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import notify, ready, stopping, watchdog_interval_s, watchdog_loop
+from agent.sdnotify import (
+    ServiceNotifier,
+    notify,
+    ready,
+    stopping,
+    watchdog_interval_s,
+    watchdog_loop,
+)
 
 
 @pytest.fixture
@@ -80,3 +87,27 @@ async def test_watchdog_pings_while_the_loop_runs(listener: tuple[socket.socket,
 
 async def test_no_watchdog_asked_returns_at_once() -> None:
     await asyncio.wait_for(watchdog_loop({}), timeout=1)
+
+
+def test_the_notifier_says_each_thing_at_its_moment(listener: tuple[socket.socket, str]) -> None:
+    sock, path = listener
+    sock.setblocking(False)
+    told = ServiceNotifier({"NOTIFY_SOCKET": path})
+    # A SIGHUP before the first decision: the start is not over, nothing to say yet.
+    told.reloading()
+    told.reloaded("early")
+    told.settled("2 tunnels")
+    told.settled("again")  # READY=1 once only
+    told.reloading()
+    told.reloaded("after")
+    told.stop()
+    told.stop()
+    told.reloading()  # stopping: no more reloads or readiness
+    told.settled("late")
+    got = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            got.append(sock.recv(256).decode())
+    assert got[0] == "READY=1\nSTATUS=2 tunnels"
+    assert got[1].startswith("RELOADING=1\nMONOTONIC_USEC=")
+    assert got[2:] == ["READY=1\nSTATUS=after", "STOPPING=1"]
