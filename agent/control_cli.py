@@ -94,8 +94,10 @@ def _socket(args: argparse.Namespace) -> Path:
     raise UsageError(f"several agents run ({names}): name the config or --socket")
 
 
-def _ask(path: Path, request: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
-    """Send one request; yield each answer line as it comes (one, or a watch's stream)."""
+def _ask(
+    path: Path, request: dict[str, Any], timeout: float, *, stream: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Send one request; yield its answer, or with `stream` each line of a watch as it comes."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -110,6 +112,10 @@ def _ask(path: Path, request: dict[str, Any], timeout: float) -> Iterator[dict[s
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
     with sock, sock.makefile("rb") as answers:
         sock.sendall(json.dumps(request).encode() + b"\n")
+        if not stream:
+            # Nothing more to ask: the agent closes once it has answered, instead of
+            # waiting for a next request.
+            sock.shutdown(socket.SHUT_WR)
         while True:
             try:
                 line = answers.readline(MAX_ANSWER_BYTES)
@@ -128,6 +134,8 @@ def _ask(path: Path, request: dict[str, Any], timeout: float) -> Iterator[dict[s
             if answer.get("ok") is not True:
                 raise UsageError(str(answer.get("error", "the agent refused the request")))
             yield answer
+            if not stream:
+                return
 
 
 def _status(path: Path, args: argparse.Namespace) -> int:
@@ -138,7 +146,7 @@ def _status(path: Path, args: argparse.Namespace) -> int:
     timeout = 24 * 3600.0 if args.watch else ANSWER_TIMEOUT_S
     clear = args.watch and not args.json and sys.stdout.isatty()
     first = True
-    for answer in _ask(path, request, timeout):
+    for answer in _ask(path, request, timeout, stream=args.watch):
         snap = answer["status"]
         if args.json:
             print(json.dumps(snap, sort_keys=True), flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from agent.instance_lock import lock_dir
-from tests.cli.runner import Result, vtf
+from tests.cli.runner import COMMAND, Result, vtf
 from tests.probes.lab import add_link, nft
 from tests.support.agent_process import AgentProcess
 from tests.support.netns_links import route_monitor, routes
@@ -117,13 +118,31 @@ def test_status_during_a_failover_shows_the_change(site: Site) -> None:
     assert table.code == 0, table.err
     print("\n" + table.out)
     assert "carrying tun1, standby tun2" in table.out
+    started = time.monotonic()
     before = site.status()
+    # One request, one answer: the client does not wait for the agent to hang up on it.
+    assert time.monotonic() - started < 5
     assert before["carriers"] == ["tun1"]
     assert before["last_move"] is None
-    with nft(site.b, CUT_TUN1):
-        site.until("the failover", lambda: site.kernel() == ON_TUN2)
-        during = site.status()
-        table = vtf("status", "--socket", lock_dir() / "ctl-site.sock")
+    watch = subprocess.Popen(
+        [str(COMMAND), "status", "--watch", "--json", "--interval", "0.2", str(site.config)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        assert json.loads(watch.stdout.readline())["carriers"] == ["tun1"]
+        with nft(site.b, CUT_TUN1):
+            site.until("the failover", lambda: site.kernel() == ON_TUN2)
+            during = site.status()
+            table = vtf("status", "--socket", lock_dir() / "ctl-site.sock")
+            # The watcher saw it too, without asking again.
+            while (seen := json.loads(watch.stdout.readline()))["carriers"] != ["tun2"]:
+                pass
+            assert seen["last_move"]["kind"] == "failover"
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
     print("\n" + table.out)
     assert during["carriers"] == ["tun2"]
     move = during["last_move"]
