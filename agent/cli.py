@@ -84,19 +84,38 @@ def _summary(cfg: Config) -> list[str]:
             ident = f" (mark {t.mark})"
         else:
             ident = ""
+        six = f", inner6 {t.inner6.local} peer {t.inner6.peer}" if t.inner6 is not None else ""
         lines.append(
             f"  {t.name}: {t.kind.value} {t.interface}{ident} {t.underlay.local} -> "
-            f"{t.underlay.remote}, inner {t.inner.local} peer {t.inner.peer}, "
+            f"{t.underlay.remote}, inner {t.inner.local} peer {t.inner.peer}{six}, "
             f"priority {t.effective_priority}, sources {','.join(s.value for s in t.sources)}"
         )
     if cfg.site_prefixes:
         lines.append(f"  announces {', '.join(str(p) for p in cfg.site_prefixes)}")
+        lines += _carried_by(cfg)
     remote = [str(p) for p in cfg.remote_prefixes.static]
     if cfg.remote_prefixes.learned_from_bgp:
         remote.append("learned by BGP")
     if remote:
         lines.append(f"  routes {', '.join(remote)}")
     lines += [f"  warning: {note}" for note in cfg.advisories()]
+    return lines
+
+
+def _carried_by(cfg: Config) -> list[str]:
+    """Which session carries which site prefix, and with what next hop."""
+    if cfg.bgp is None:
+        return []
+    lines = []
+    for t in cfg.tunnels:
+        hops = cfg.session_next_hops(t)
+        said = [
+            f"{net} (next-hop {hops[net.version] or 'self'})"
+            for net in cfg.site_prefixes
+            if net.version in hops
+        ]
+        carried = ", ".join(said) or "-"
+        lines.append(f"    over {t.name}'s session to {cfg.neighbor_of(t)}: {carried}")
     return lines
 
 

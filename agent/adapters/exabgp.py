@@ -198,7 +198,9 @@ class ExaBgpAdapter:
         if cleanup and session is not None and not session.closed and self._desired:
             lines = [
                 api.withdraw_line(
-                    WithdrawPrefix(neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix)
+                    WithdrawPrefix(
+                        neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix, next_hop=a.next_hop
+                    )
                 )
                 for a in self._desired.values()
                 if self._sendable(a)
@@ -242,8 +244,9 @@ class ExaBgpAdapter:
         return api.announce_line(action, self._local_as)
 
     def _sendable(self, action: AnnouncePrefix | WithdrawPrefix) -> bool:
-        """False for a prefix of the other family than the session (see api.same_family)."""
-        if api.same_family(action.prefix, action.neighbor):
+        """False for a prefix of the other family than the session, unless it comes with a
+        next hop of its own family (see api.same_family)."""
+        if api.same_family(action.prefix, action.next_hop or action.neighbor):
             return True
         key = (action.neighbor, action.prefix)
         if key not in self._skipped:

@@ -88,13 +88,18 @@ def canonical_prefix(text: str) -> str:
 
 
 def same_family(prefix: str, address: str) -> bool:
-    """True when `prefix` can go over a session to `address` with `next-hop self`.
+    """True when `prefix` can go over a session to `address` with `next-hop self`, or
+    with `address` as its explicit next hop.
 
     ExaBGP cannot send an IPv6 prefix with an IPv4 next hop that BIRD or FRR accept
     (it encodes the IPv4-mapped address in 4 bytes), so such a pair is not announced.
     """
     net = ipaddress.ip_network(prefix, strict=False)
     return net.version == ipaddress.ip_address(address).version
+
+
+def next_hop_of(action: AnnouncePrefix | WithdrawPrefix) -> str:
+    return "next-hop self" if action.next_hop is None else f"next-hop {action.next_hop}"
 
 
 def announce_line(action: AnnouncePrefix, local_as: int) -> str:
@@ -105,7 +110,7 @@ def announce_line(action: AnnouncePrefix, local_as: int) -> str:
     """
     parts = [
         f"neighbor {action.neighbor} announce route {canonical_prefix(action.prefix)}",
-        "next-hop self",
+        next_hop_of(action),
         "origin igp",
         f"med {action.med}",
     ]
@@ -118,9 +123,8 @@ def announce_line(action: AnnouncePrefix, local_as: int) -> str:
 
 
 def withdraw_line(action: WithdrawPrefix) -> str:
-    return (
-        f"neighbor {action.neighbor} withdraw route {canonical_prefix(action.prefix)} next-hop self"
-    )
+    route = canonical_prefix(action.prefix)
+    return f"neighbor {action.neighbor} withdraw route {route} {next_hop_of(action)}"
 
 
 def parse_line(line: str) -> Message:

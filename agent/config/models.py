@@ -343,6 +343,16 @@ class Config(FrozenModel):
     def neighbor_of(self, tunnel: Tunnel) -> IPvAnyAddress:
         return tunnel.bgp_neighbor if tunnel.bgp_neighbor is not None else tunnel.inner.peer
 
+    def session_next_hops(self, tunnel: Tunnel) -> dict[int, str | None]:
+        """IP version -> the next hop our prefixes of it carry over this tunnel's session
+        (None: `next-hop self`, the session's own family). A family not in it cannot be
+        announced there: its next hop must be an address of that family on the tunnel."""
+        own = self.neighbor_of(tunnel).version
+        hops: dict[int, str | None] = {own: None}
+        if own == 4 and tunnel.inner6 is not None:
+            hops[6] = str(tunnel.inner6.local.ip)
+        return hops
+
     @functools.cached_property
     def _tunnel_by_name(self) -> dict[str, Tunnel]:
         return {t.name: t for t in self.tunnels}

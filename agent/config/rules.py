@@ -108,6 +108,7 @@ def _bgp(cfg: Config) -> list[Problem]:
         return []
     problems: list[Problem] = []
     ours = {t.inner.local.ip: t.name for t in cfg.tunnels}
+    ours |= {t.inner6.local.ip: t.name for t in cfg.tunnels if t.inner6 is not None}
     for i, t in enumerate(cfg.tunnels):
         neighbor = cfg.neighbor_of(t)
         if neighbor in ours:
@@ -118,15 +119,18 @@ def _bgp(cfg: Config) -> list[Problem]:
                     "neighbor is the far end",
                 )
             )
-    families = {cfg.neighbor_of(t).version for t in cfg.tunnels}
+    families = {v for t in cfg.tunnels for v in cfg.session_next_hops(t)}
     for i, net in enumerate(cfg.site_prefixes):
         if net.version not in families:
             other = "IPv6" if net.version == 4 else "IPv4"
+            hint = " (give a tunnel inner6 to carry IPv6 over its IPv4 session)" * (
+                net.version == 6
+            )
             problems.append(
                 (
                     ("site_prefixes", i),
                     f"{net} is IPv{net.version} but every BGP session is {other}: it would "
-                    f"never be announced (ExaBGP cannot send it with an {other} next hop)",
+                    f"never be announced (no IPv{net.version} next hop on any tunnel){hint}",
                 )
             )
     return problems

@@ -108,6 +108,10 @@ class Tunnel(FrozenModel):
     if_id: Annotated[int, Field(ge=1, le=0xFFFFFFFF)] | None = None
     ike: IkeNames | None = None
     inner: InnerAddressing
+    # Dual stack: the tunnel's IPv6 addressing beside an IPv4 `inner`. IPv6 routes go
+    # through it too, and the IPv4 BGP session carries IPv6 unicast as well (MP-BGP),
+    # announced with inner6.local as next hop.
+    inner6: InnerAddressing | None = None
     role: Literal["primary", "backup"] = "primary"
     # Lower is preferred; defaults by role (primary 100, backup 200).
     priority: Annotated[int, Field(ge=0, le=65535)] | None = None
@@ -151,6 +155,17 @@ class Tunnel(FrozenModel):
                 problems.append((("key",), f"{self.key} is for kind: vti; xfrm uses if_id"))
         elif self.kind is TunnelKind.MARK and self.mark is None:
             problems.append((("mark",), "required for kind: mark (the firewall/IPsec mark)"))
+        if self.inner6 is not None and (self.inner.local.version, self.inner6.local.version) != (
+            4,
+            6,
+        ):
+            problems.append(
+                (
+                    ("inner6",),
+                    f"{self.inner6.local} beside inner {self.inner.local}: inner6 is the IPv6 "
+                    "side of a tunnel whose inner is IPv4",
+                )
+            )
         repeated = [s.value for s, n in Counter(self.sources).items() if n > 1]
         if repeated:
             problems.append((("sources",), f"{', '.join(repeated)} listed more than once"))

@@ -154,11 +154,16 @@ class AnnouncePrefix(Action):
     med: int
     as_path_prepend: int = 0
     communities: tuple[str, ...] = ()
+    # None: next-hop self. An address: a prefix of the other family than the session's
+    # (MP-BGP), sent with this next hop on the tunnel (the tunnel's inner6).
+    next_hop: str | None = None
 
     def __str__(self) -> str:
         extra = f" prepend {self.as_path_prepend}" if self.as_path_prepend else ""
         if self.communities:
             extra += f" community [{' '.join(self.communities)}]"
+        if self.next_hop is not None:
+            extra += f" next-hop {self.next_hop}"
         return f"announce {self.prefix} to {self.neighbor} ({self.tunnel}) med {self.med}{extra}"
 
 
@@ -167,6 +172,7 @@ class WithdrawPrefix(Action):
     neighbor: str
     tunnel: str
     prefix: str
+    next_hop: str | None = None  # as announced (see AnnouncePrefix)
 
     def __str__(self) -> str:
         return f"withdraw {self.prefix} from {self.neighbor} ({self.tunnel})"

@@ -103,7 +103,9 @@ def diff(
             a for key, a in sorted(new.announcements.items()) if old.announcements.get(key) != a
         ]
         withdraws = [
-            act.WithdrawPrefix(neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix)
+            act.WithdrawPrefix(
+                neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix, next_hop=a.next_hop
+            )
             for key, a in sorted(old.announcements.items())
             if key not in new.announcements
         ]

@@ -132,8 +132,10 @@ def import_rules(cfg: Config) -> ImportRules:
             what = f"{t.name}'s underlay {end} {address}"
             ours.append((ipaddress.ip_network(address), Rejection.UNDERLAY, what))
     for t in cfg.tunnels:
-        subnet = t.inner.local.network
-        ours.append((subnet, Rejection.TUNNEL, f"{t.name}'s inner subnet {subnet}"))
+        for inner in (t.inner, t.inner6):
+            if inner is not None:
+                subnet = inner.local.network
+                ours.append((subnet, Rejection.TUNNEL, f"{t.name}'s inner subnet {subnet}"))
         if cfg.bgp is not None:
             neighbor = cfg.neighbor_of(t)
             what = f"{t.name}'s BGP neighbor {neighbor}"

@@ -58,9 +58,10 @@ def index_of(cfg: Config) -> CoreIndex:
     hop: dict[tuple[str, int], NextHop] = {}
     for t in cfg.tunnels:
         for version in (4, 6):
-            by_device = t.kind in _BY_DEVICE or t.inner.peer.version != version
+            peer = t.inner6.peer if version == 6 and t.inner6 is not None else t.inner.peer
+            by_device = t.kind in _BY_DEVICE or peer.version != version
             hop[(t.name, version)] = (
-                NextHop(t.interface) if by_device else NextHop(t.interface, str(t.inner.peer))
+                NextHop(t.interface) if by_device else NextHop(t.interface, str(peer))
             )
     static = tuple(str(n) for n in cfg.remote_prefixes.static)
     table = {t.name: t.table if t.table is not None else cfg.policy.table for t in cfg.tunnels}

@@ -214,11 +214,11 @@ def announcements(
         med = attrs.med
         if name in carriers:
             med = max(0, med - _takeover_discount(cfg, name, carriers))
-        address = cfg.neighbor_of(t)
-        neighbor = str(address)
-        # With next-hop self a session carries only its own address family: an IPv6
-        # prefix over an IPv4 session would need an IPv6 next hop we do not have.
-        for net in (n for n in cfg.site_prefixes if n.version == address.version):
+        neighbor = str(cfg.neighbor_of(t))
+        # With next-hop self a session carries only its own address family; the other
+        # one needs a next hop of that family on the tunnel (inner6), else it is skipped.
+        hops = cfg.session_next_hops(t)
+        for net in (n for n in cfg.site_prefixes if n.version in hops):
             out[(neighbor, str(net))] = AnnouncePrefix(
                 neighbor=neighbor,
                 tunnel=name,
@@ -226,6 +226,7 @@ def announcements(
                 med=med,
                 as_path_prepend=attrs.as_path_prepend,
                 communities=attrs.communities,
+                next_hop=hops[net.version],
             )
     return out
 

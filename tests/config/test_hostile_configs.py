@@ -352,3 +352,31 @@ def test_check_refuses_with_one_line_and_exit_2(tmp_path: Path) -> None:
     _one_line_refusal(path, "BIRD")
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+def test_ipv6_site_prefix_rides_an_ipv4_session_with_inner6() -> None:
+    dual = _replace(
+        "site_prefixes: [10.1.0.0/24]", "site_prefixes: [10.1.0.0/24, '2001:db8:a::/48']"
+    )
+    lines = _refused(dual)
+    assert any("give a tunnel inner6" in line for line in lines), lines
+    with_inner6 = dual.replace(
+        "    role: backup",
+        "    role: backup\n    inner6: {local: 'fd00:2::1/64', peer: 'fd00:2::2'}",
+    )
+    cfg = parse_config(with_inner6)
+    tun2 = cfg.tunnel("tun2")
+    assert cfg.session_next_hops(tun2) == {4: None, 6: "fd00:2::1"}
+    assert cfg.session_next_hops(cfg.tunnel("tun1")) == {4: None}
+
+
+@pytest.mark.parametrize(
+    ("inner6", "expect"),
+    [
+        ("{local: 169.254.9.1/30, peer: 169.254.9.2}", "inner6 is the IPv6 side"),
+        ("{local: 'fd00:2::1/64', peer: 'fd00:3::2'}", "outside the local subnet"),
+    ],
+    ids=["ipv4-as-inner6", "peer-off-subnet"],
+)
+def test_a_wrong_inner6_is_refused(inner6: str, expect: str) -> None:
+    _one_problem(_replace("    role: backup", f"    role: backup\n    inner6: {inner6}"), expect)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from agent.core import actions as act
 from agent.core import dampening as damp
 from agent.core import events as ev
@@ -524,3 +526,31 @@ def test_takeover_med_can_be_turned_off() -> None:
     sim.bring_up()
     sim.step(ev.ChildSaDown(tunnel="tun1"))
     assert _meds(sim) == {"tun2": 100}
+
+
+def test_dual_stack_tunnels_announce_ipv6_over_the_ipv4_session_with_inner6() -> None:
+    six = {"local": "fd00:1::1/64", "peer": "fd00:1::2"}
+    cfg = make_config(tunnels=[tunnel(1, inner6=six), tunnel(2)])
+    cfg = cfg.model_copy(
+        update={"site_prefixes": (*cfg.site_prefixes, ipaddress.ip_network("2001:db8:a::/48"))}
+    )
+    sim = Sim(cfg)
+    sim.bring_up()
+    announced = {(a.neighbor, a.prefix): a.next_hop for a in sim.state.asked.announcements.values()}
+    # tun2 has no IPv6 on the tunnel: its IPv4 session carries only the IPv4 prefix.
+    assert announced == {
+        ("169.254.1.2", "10.1.0.0/24"): None,
+        ("169.254.1.2", "2001:db8:a::/48"): "fd00:1::1",
+        ("169.254.2.2", "10.1.0.0/24"): None,
+    }
+    sim.step(ev.ChildSaDown(tunnel="tun1", at=sim.now))
+    withdrawn = {(w.prefix, w.next_hop) for w in sim.of(act.WithdrawPrefix)}
+    assert withdrawn == {("10.1.0.0/24", None), ("2001:db8:a::/48", "fd00:1::1")}
+    assert str(sim.of(act.AnnouncePrefix)[0]).startswith("announce 10.1.0.0/24 to 169.254.2.2")
+    sim.step(ev.ChildSaUp(tunnel="tun1", at=sim.now))
+    sim.probes("tun1", 3)
+    sim.advance(sim.now + 31)
+    six6 = [a for a in sim.state.asked.announcements.values() if a.next_hop]
+    assert [str(a) for a in six6] == [
+        "announce 2001:db8:a::/48 to 169.254.1.2 (tun1) med 100 next-hop fd00:1::1"
+    ]

@@ -35,6 +35,7 @@ __all__ = [
     "REMOTE4",
     "REMOTE6",
     "SITE",
+    "SITE6",
     "STATIC",
     "Agent",
     "ScriptedSa",
@@ -51,6 +52,7 @@ __all__ = [
 EXABGP = str(Path(sys.executable).with_name("exabgp"))
 PROTO = str(DEFAULT_ROUTE_PROTOCOL)
 SITE = "10.1.0.0/24"  # site A, announced by the agent
+SITE6 = "2001:db8:a::/48"  # site A's IPv6 LAN, announced over the IPv4 sessions (dual stack)
 REMOTE4 = "10.2.0.0/24"  # site B, announced by BIRD
 REMOTE6 = "2001:db8:b::/48"  # site B, announced by BIRD (IPv6 NLRI over the IPv4 session)
 STATIC = "10.9.0.0/24"  # site B, configured as a static remote prefix
@@ -106,10 +108,13 @@ def agent_config(
     dampening: bool = True,
     static: tuple[str, ...] = (STATIC,),
     nexthop_groups: bool = False,
+    dual_stack: bool = False,
 ) -> Config:
     """Active-standby over vti1 (primary) and vti2, SA + link liveness, learned routes on.
 
     Per-route writes unless `nexthop_groups` says otherwise, whatever this kernel has.
+    `dual_stack`: each tunnel has an inner6 (its 2001:db8:ff:N::/64) and site A also
+    announces SITE6, over the same IPv4 sessions.
     """
     statics = ", ".join(static)
     tunnels = "".join(
@@ -121,14 +126,16 @@ def agent_config(
     role: {"primary" if n == 1 else "backup"}
     underlay: {{local: 192.0.2.{n}, remote: 198.51.100.{n}}}
     inner: {{local: {Sites.local(n)}/30, peer: {Sites.peer(n)}}}
+    {f'inner6: {{local: "2001:db8:ff:{n}::1/64", peer: "2001:db8:ff:{n}::2"}}' * dual_stack}
     sources: [xfrm, link]
 """
         for n in (1, 2)
     )
+    site = f"{SITE}, {SITE6}" if dual_stack else SITE
     text = f"""
 agent_id: site-a
 tunnels:{tunnels}
-site_prefixes: [{SITE}]
+site_prefixes: [{site}]
 remote_prefixes:
   static: [{statics}]
   learned_from_bgp: true
