@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.adapters.printer import ActionPrinter
+from agent.apply_cli import add_apply_command, run_apply
 from agent.config import Config, ConfigError, json_schema, load_config
 from agent.control_cli import add_commands, run_command
 from agent.instance_lock import InstanceLock, LockError
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("config", type=Path)
     doctor.add_argument("--json", action="store_true", help="one JSON object with the findings")
     add_commands(sub)
+    add_apply_command(sub)
     sub.add_parser("schema", help="print the config file's JSON Schema")
     echo = sub.add_parser("udp-echo", help="echo UDP probes back (run this on a UDP-probed peer)")
     echo.add_argument("--port", type=int, default=7)
@@ -268,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _udp_echo(args)
     if args.command == "doctor":
         return _to_stdout(lambda: _doctor(args))
+    if args.command == "apply":
+        return _to_stdout(lambda: run_apply(args, _load))
     if args.command in ("status", "drain", "undrain"):
         return _to_stdout(lambda: run_command(args))
     return _run(args)

@@ -24,6 +24,9 @@ from agent.config.scalars import (
 class Underlay(FrozenModel):
     local: IPAddress
     remote: IPAddress
+    # The interface the tunnel's outer packets leave by (`apply`: an XFRM interface's dev).
+    # Default: the interface holding the local address.
+    device: InterfaceName | None = None
 
     @model_validator(mode="after")
     def _same_family(self) -> Underlay:
@@ -67,6 +70,13 @@ class InnerAddressing(FrozenModel):
         else:
             return self
         raise FieldProblemsError([(("peer",), message)])
+
+
+class SnatSettings(FrozenModel):
+    """Traffic this router sends into the tunnel, from its inner address to anything beyond
+    the tunnel's subnet, leaves with `source` (e.g. its LAN address the far side routes)."""
+
+    source: IPAddress
 
 
 class IkeNames(FrozenModel):
@@ -121,6 +131,11 @@ class Tunnel(FrozenModel):
     bgp_neighbor: IPAddress | None = None
     # Routing table for this tunnel's routes; defaults to the policy's table.
     table: RouteTable | None = None
+    # `apply` sets the interface's MTU to this; unset, it lowers a larger one to what ESP
+    # leaves of the underlay's MTU (the bound doctor checks) and otherwise leaves it be.
+    mtu: Annotated[int, Field(ge=68, le=65535)] | None = None
+    # `apply` SNATs what this router itself sends into the tunnel to this address.
+    snat: SnatSettings | None = None
 
     @property
     def effective_priority(self) -> int:
@@ -182,3 +197,17 @@ class Tunnel(FrozenModel):
     def sa_mark(self) -> int | None:
         """The mark that ties SAs to this tunnel (VTI key or explicit mark)."""
         return self.mark if self.mark is not None else self.key
+
+    @model_validator(mode="after")
+    def _snat_family(self) -> Tunnel:
+        if self.snat is not None and self.snat.source.version != self.inner.local.version:
+            raise FieldProblemsError(
+                [
+                    (
+                        ("snat", "source"),
+                        f"{self.snat.source} is IPv{self.snat.source.version} but inner "
+                        f"{self.inner.local} is IPv{self.inner.local.version}",
+                    )
+                ]
+            )
+        return self
