@@ -20,7 +20,8 @@ HEADER = struct.Struct("!Qd")
 
 
 def send(dst: str, port: int, rate: float, size: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     pad = b"\0" * max(0, size - HEADER.size)
     start = time.monotonic()
     seq = 0
@@ -35,9 +36,9 @@ def send(dst: str, port: int, rate: float, size: int) -> None:
         seq += 1
 
 
-def recv(port: int, out: str) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", port))
+def recv(port: int, out: str, ipv6: bool = False) -> None:
+    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("::" if ipv6 else "0.0.0.0", port))
     with open(out, "w", buffering=1 << 16) as log:
 
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -70,11 +71,12 @@ def main() -> None:
     r = sub.add_parser("recv")
     r.add_argument("port", type=int)
     r.add_argument("out", help="file for 'seq send_time recv_time' lines")
+    r.add_argument("--ipv6", action="store_true", help="listen on IPv6 (::) instead")
     a = p.parse_args()
     if a.cmd == "send":
         send(a.dst, a.port, a.rate, a.size)
     else:
-        recv(a.port, a.out)
+        recv(a.port, a.out, a.ipv6)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 #
 #   node.sh NODE [STACK]      NODE: siteA siteB lanA lanB
 #                             STACK (site A only): stock | healthcheck | agent
-# Environment: LAB_TUNNEL_KIND=vti|xfrm (default vti), LAB_STATE_ROOT (default
+# Environment: LAB_TUNNEL_KIND=vti|xfrm (default vti), LAB_FAMILY=ipv4|ipv6|dual (the
+# underlays: all IPv4, all IPv6, or isp1 IPv4 and isp2/isp3 IPv6; default ipv4; inside,
+# every variant carries IPv4 and IPv6), LAB_STATE_ROOT (default
 # /run/vti-failover-lab), LAB_VENV (default <checkout>/.venv), LAB_AGENT_CONFIG (stack
 # agent: another config than siteA/vti-failover.yaml).
 # Daemons write <state>/<name>.log and <name>.pid; teardown kills those pids.
@@ -14,6 +16,7 @@ stack=${2:-stock}
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 kind=${LAB_TUNNEL_KIND:-vti}
+family=${LAB_FAMILY:-ipv4}
 state=${LAB_STATE_ROOT:-/run/vti-failover-lab}/$node
 venv=${LAB_VENV:-$top/.venv}
 export PATH="$venv/bin:$PATH:/usr/sbin:/sbin"
@@ -35,44 +38,77 @@ daemon() { # NAME CMD...: start CMD in the background, log and pid in the state 
   echo $! >"$state/$name.pid"
 }
 
-lan_host() { # ADDR/LEN GATEWAY REMOTE_LAN
+lan_host() { # ADDR/LEN GATEWAY REMOTE_LAN ADDR6/LEN GATEWAY6 REMOTE_LAN6
   ip addr add "$1" dev eth1
+  ip -6 addr add "$4" dev eth1 nodad
   ip link set eth1 up
   ip link set lo up
   # A route to the far LAN only: a containerlab node keeps its management default route.
   ip route replace "$3" via "$2"
+  ip -6 route replace "$6" via "$5"
 }
 
-tunnel() { # INDEX LOCAL REMOTE INNER/LEN: one ISP path's tunnel interface vti<INDEX>
-  local i=$1 local=$2 remote=$3 inner=$4 dev=vti$1
+underlay6() { # INDEX: is ISP path INDEX IPv6 in this family?
+  [ "$family" = ipv6 ] || { [ "$family" = dual ] && [ "$1" != 1 ]; }
+}
+
+underlay_addr() { # INDEX HOST: this host's (1 = site A, 2 = site B) underlay address on path INDEX
+  if underlay6 "$1"; then
+    echo "2001:db8:f$1::$2"
+  else
+    case $1 in 1) echo "192.0.2.$2" ;; 2) echo "198.51.100.$2" ;; 3) echo "203.0.113.$2" ;; esac
+  fi
+}
+
+inside() { # DEV INDEX HOST: the tunnel's inner addresses, both families, and its settings
+  local dev=$1 i=$2 h=$3
+  # The SA, not an IPsec policy, decides what enters the tunnel.
+  sysctl -qw "net.ipv4.conf.$dev.disable_policy=1" "net.ipv4.conf.$dev.rp_filter=0"
+  sysctl -qw "net.ipv6.conf.$dev.disable_policy=1" 2>/dev/null || true
+  ip link set "$dev" mtu 1400 up
+  ip addr add "169.254.$i.$h/30" dev "$dev"
+  ip -6 addr add "fd00:$i::$h/64" dev "$dev" nodad
+}
+
+tunnel() { # INDEX HOST: one ISP path's tunnel interface vti<INDEX>
+  local i=$1 h=$2 dev=vti$1
+  local local remote
+  local=$(underlay_addr "$i" "$h")
+  remote=$(underlay_addr "$i" $((3 - h)))
   if [ "$kind" = xfrm ]; then
     ip link add "$dev" type xfrm dev "isp$i" if_id "$i"
+  elif underlay6 "$i"; then
+    ip link add "$dev" type vti6 local "$local" remote "$remote" key "$i"
   else
     # key = the IPsec mark of this tunnel's SAs (swanctl.conf mark_in/mark_out).
     ip link add "$dev" type vti local "$local" remote "$remote" key "$i"
   fi
-  # The SA, not an IPsec policy, decides what enters the tunnel.
-  sysctl -qw "net.ipv4.conf.$dev.disable_policy=1" "net.ipv4.conf.$dev.rp_filter=0"
-  ip link set "$dev" mtu 1400 up
-  ip addr add "$inner" dev "$dev"
+  inside "$dev" "$i" "$h"
 }
 
-xfrm_tunnel() { # INDEX INNER/LEN: an XFRM interface xfrm<INDEX> on isp<INDEX>, if_id INDEX
-  local i=$1 dev=xfrm$1
-  ip link add "$dev" type xfrm dev "isp$i" if_id "$i"
-  sysctl -qw "net.ipv4.conf.$dev.disable_policy=1" "net.ipv4.conf.$dev.rp_filter=0"
-  ip link set "$dev" mtu 1400 up
-  ip addr add "$2" dev "$dev"
+xfrm_tunnel() { # INDEX HOST: an XFRM interface xfrm<INDEX> on isp<INDEX>, if_id INDEX
+  ip link add "xfrm$1" type xfrm dev "isp$1" if_id "$1"
+  inside "xfrm$1" "$1" "$2"
 }
 
-swanctl_conf() { # the site's swanctl.conf; the xfrm variant ties SAs by if_id, not mark
-  local src="$here/$node/swanctl.conf"
-  if [ "$kind" = xfrm ]; then
-    sed -e 's/mark_in = /if_id_in = /; s/mark_out = /if_id_out = /' "$src" >"$state/swanctl.conf"
-    echo "$state/swanctl.conf"
+swanctl_conf() { # the site's swanctl.conf for this kind and family, in the state dir
+  local src="$here/$node/swanctl.conf" subst=() i
+  # The xfrm variant ties SAs by if_id, not mark.
+  [ "$kind" = xfrm ] && subst+=(-e 's/mark_in = /if_id_in = /; s/mark_out = /if_id_out = /')
+  for i in 1 2 3; do
+    if underlay6 "$i"; then
+      local v4
+      v4=$(family=ipv4 underlay_addr "$i" X)
+      v4=${v4%X}
+      subst+=(-e "s/\\b${v4//./\\.}\\([12]\\)\\b/2001:db8:f$i::\\1/g")
+    fi
+  done
+  if [ ${#subst[@]} -gt 0 ]; then
+    sed "${subst[@]}" "$src" >"$state/swanctl.conf"
   else
-    echo "$src"
+    cp "$src" "$state/swanctl.conf"
   fi
+  echo "$state/swanctl.conf"
 }
 
 start_charon() {
@@ -109,23 +145,28 @@ wait_children() { # site A: until every CHILD_SA are installed, re-initiating mi
   return 1
 }
 
-site() { # LAN/LEN U1_LOCAL U1_REMOTE U2_LOCAL U2_REMOTE HOST_INDEX U3_LOCAL
-  modprobe -q -a ip_vti xfrm_interface esp4 xfrm_user 2>/dev/null || true
+site() { # LAN/LEN LAN6/LEN HOST (1 = site A, 2 = site B)
+  local h=$3 i
+  modprobe -q -a ip_vti ip6_vti xfrm_interface esp4 esp6 xfrm_user 2>/dev/null || true
   ip link set lo up
   sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+  sysctl -qw net.ipv6.conf.all.forwarding=1
   ip addr add "$1" dev lan
+  ip -6 addr add "$2" dev lan nodad
   ip link set lan up
-  ip addr add "$2/30" dev isp1
-  ip link set isp1 up
-  ip addr add "$4/30" dev isp2
-  ip link set isp2 up
-  ip addr add "$7/30" dev isp3
-  ip link set isp3 up
+  for i in 1 2 3; do
+    if underlay6 "$i"; then
+      ip -6 addr add "$(underlay_addr "$i" "$h")/64" dev "isp$i" nodad
+    else
+      ip addr add "$(underlay_addr "$i" "$h")/30" dev "isp$i"
+    fi
+    ip link set "isp$i" up
+  done
   # Tunnels before charon, so SAs find their interfaces from the first packet.
-  tunnel 1 "$2" "$3" "169.254.1.$6/30"
-  tunnel 2 "$4" "$5" "169.254.2.$6/30"
+  tunnel 1 "$h"
+  tunnel 2 "$h"
   # The third path is always an XFRM interface: a mixed VTI + XFRM site.
-  xfrm_tunnel 3 "169.254.3.$6/30"
+  xfrm_tunnel 3 "$h"
   start_charon
 }
 
@@ -136,11 +177,11 @@ exabgp_env() {
 
 case $node in
   siteB)
-    site 10.2.0.1/24 192.0.2.2 192.0.2.1 198.51.100.2 198.51.100.1 2 203.0.113.2
+    site 10.2.0.1/24 2001:db8:2::1/64 2
     daemon bird bird -f -c "$here/siteB/bird.conf" -s "$state/bird.ctl"
     ;;
   siteA)
-    site 10.1.0.1/24 192.0.2.1 192.0.2.2 198.51.100.1 198.51.100.2 1 203.0.113.1
+    site 10.1.0.1/24 2001:db8:1::1/64 1
     daemon mosquitto mosquitto -c "$here/siteA/mosquitto.conf"
     case $stack in
       stock | healthcheck)
@@ -167,15 +208,15 @@ case $node in
     esac
     wait_children
     ;;
-  lanA) lan_host 10.1.0.10/24 10.1.0.1 10.2.0.0/24 ;;
-  lanB) lan_host 10.2.0.10/24 10.2.0.1 10.1.0.0/24 ;;
+  lanA) lan_host 10.1.0.10/24 10.1.0.1 10.2.0.0/24 2001:db8:1::10/64 2001:db8:1::1 2001:db8:2::/64 ;;
+  lanB) lan_host 10.2.0.10/24 10.2.0.1 10.1.0.0/24 2001:db8:2::10/64 2001:db8:2::1 2001:db8:1::/64 ;;
   *)
     say "unknown node (siteA siteB lanA lanB)"
     exit 2
     ;;
 esac
 case $node in
-  siteA) say "configured ($kind tunnels, $stack stack)" ;;
-  site*) say "configured ($kind tunnels)" ;;
+  siteA) say "configured ($kind tunnels, $family underlays, $stack stack)" ;;
+  site*) say "configured ($kind tunnels, $family underlays)" ;;
   *) say configured ;;
 esac

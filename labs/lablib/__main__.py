@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lablib import vm
 from lablib.demo import run_demo
-from lablib.nslab import KINDS, STACKS, Lab, LabError
+from lablib.nslab import FAMILIES, KINDS, STACKS, Lab, LabError
 from lablib.show import status_text
 from lablib.topology import TOP
 from lablib.watchdog import HEARTBEAT
@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
             choices=KINDS,
             default="vti",
             help="tunnel interfaces: VTI (key = mark) or XFRM interfaces (if_id)",
+        )
+        sp.add_argument(
+            "--family",
+            choices=FAMILIES,
+            default="ipv4",
+            help="the underlays: all IPv4, all IPv6, or dual (isp1 IPv4, isp2 and isp3 "
+            "IPv6); inside, every tunnel carries both families",
         )
 
     up = sub.add_parser("up", help="build the lab and start every daemon")
@@ -187,11 +194,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         Lab().down()
         return 0
     if args.cmd == "up":
-        lab = Lab(args.stack, args.kind, agent_config=args.agent_config)
+        lab = Lab(args.stack, args.kind, agent_config=args.agent_config, family=args.family)
         lab.up(progress=lambda s: print(f"  {s}", flush=True))
         took = lab.wait_ready()
         print(
-            f"==> lab up ({args.kind}, {args.stack}); BGP converged {took:.1f}s after start",
+            f"==> lab up ({args.kind}, {args.family}, {args.stack}); "
+            f"BGP converged {took:.1f}s after start",
             flush=True,
         )
         if args.then is None:
@@ -206,7 +214,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if info is None:
             print("labs/lab: no lab is up (labs/lab up)", file=sys.stderr)
             return 1
-        lab = Lab(info["stack"], info["kind"])
+        lab = Lab(info["stack"], info["kind"], family=info.get("family", "ipv4"))
         if args.cmd == "cut":
             lab.cut(args.isp)
         elif args.cmd == "repair":

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from lablib.topology import LAB_DIR, STATE_ROOT, TOP, Topology, load_topology
 
-__all__ = ["Lab", "LabError"]
+__all__ = ["FAMILIES", "KINDS", "STACKS", "Lab", "LabError"]
 
 STACKS = ("stock", "healthcheck", "agent")
 KINDS = ("vti", "xfrm")
+# The underlays' family (node.sh LAB_FAMILY): dual = isp1 IPv4, isp2 and isp3 IPv6.
+FAMILIES = ("ipv4", "ipv6", "dual")
 # Underlay ends a cut acts on: (node, interface) per ISP path.
 ISP_ENDS = {
     "isp1": (("siteA", "isp1"), ("siteB", "isp1")),
@@ -52,14 +54,21 @@ class Lab:
     """The running (or to-be-built) lab on this kernel."""
 
     def __init__(
-        self, stack: str = "stock", kind: str = "vti", agent_config: Path | None = None
+        self,
+        stack: str = "stock",
+        kind: str = "vti",
+        agent_config: Path | None = None,
+        family: str = "ipv4",
     ) -> None:
         if stack not in STACKS:
             raise LabError(f"unknown stack {stack!r} (one of {', '.join(STACKS)})")
         if kind not in KINDS:
             raise LabError(f"unknown tunnel kind {kind!r} (one of {', '.join(KINDS)})")
+        if family not in FAMILIES:
+            raise LabError(f"unknown underlay family {family!r} (one of {', '.join(FAMILIES)})")
         self.stack = stack
         self.kind = kind
+        self.family = family
         self.agent_config = agent_config
         self.topo: Topology = load_topology()
 
@@ -93,6 +102,7 @@ class Lab:
         env.update(
             LAB_STATE_ROOT=str(STATE_ROOT),
             LAB_TUNNEL_KIND=self.kind,
+            LAB_FAMILY=self.family,
             LAB_VENV=str(TOP / ".venv"),
         )
         if self.agent_config is not None:
@@ -104,7 +114,9 @@ class Lab:
         """Namespaces, veth underlays, then each node's node.sh: responder before initiator."""
         self.down()
         STATE_ROOT.mkdir(parents=True, exist_ok=True)
-        (STATE_ROOT / "lab.json").write_text(json.dumps({"stack": self.stack, "kind": self.kind}))
+        (STATE_ROOT / "lab.json").write_text(
+            json.dumps({"stack": self.stack, "kind": self.kind, "family": self.family})
+        )
         for node in self.topo.nodes:
             _run(["ip", "netns", "add", self.ns(node)])
             self.state(node).mkdir(parents=True, exist_ok=True)
@@ -212,7 +224,8 @@ class Lab:
 
     def route_devs(self, node: str, prefix: str) -> list[str]:
         """The kernel's routes for a prefix in a node, best first (by metric)."""
-        res = self.sh(node, "ip", "-j", "route", "show", prefix)
+        family = ["-6"] if ":" in prefix else []
+        res = self.sh(node, "ip", *family, "-j", "route", "show", prefix)
         routes = sorted(json.loads(res.stdout or "[]"), key=lambda r: r.get("metric", 0))
         devs = []
         for r in routes:

@@ -27,7 +27,7 @@ from lablib.topology import TOP
 __all__ = ["GUEST_MODULES", "STALLED", "in_vm", "kernel_image", "kernel_ready", "run_in_vm"]
 
 GUEST_MODULES = (
-    *("ip_vti", "xfrm_interface", "esp4", "xfrm_user", "veth"),
+    *("ip_vti", "ip6_vti", "xfrm_interface", "esp4", "esp6", "xfrm_user", "veth"),
     *("authenc", "cbc", "aes_generic", "sha256_generic", "hmac"),
     *("sch_ingress", "cls_matchall", "act_gact", "sch_netem"),
 )

@@ -398,7 +398,12 @@ def main() -> None:
     log_lines: list[str] = []
     try:
         for name in a.phases.split(","):
+            began = time.time()
+            print(f"guest_faults: {name} ...", flush=True)
             facts["phases"].append(PHASES[name](lab, a, log_lines))
+            print(f"guest_faults: {name} done in {time.time() - began:.0f} s", flush=True)
+            # What is known so far, should the VM be stopped before the end.
+            a.facts.write_text(json.dumps(facts, indent=2))
             time.sleep(3)
     except TimeoutError as exc:
         facts["error"] = str(exc)

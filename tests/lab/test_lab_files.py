@@ -112,7 +112,13 @@ def test_namespace_runner_reads_the_same_topology(clab: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["vti-failover.yaml", "vti-failover-xfrm.yaml", "vti-failover-three.yaml"]
+    "name",
+    [
+        "vti-failover.yaml",
+        "vti-failover-xfrm.yaml",
+        "vti-failover-three.yaml",
+        "vti-failover-three-dual.yaml",
+    ],
 )
 def test_agent_configs_load_and_match_the_lab(name: str) -> None:
     cfg = load_config(LAB / "siteA" / name)
@@ -132,7 +138,13 @@ def test_agent_configs_load_and_match_the_lab(name: str) -> None:
         # Site B peers every tunnel's inner address.
         assert f"neighbor {t.inner.local.ip} as 65001" in bird
     assert cfg.vici.socket == "unix:///run/vti-failover-lab/siteA/run/charon.vici"
-    assert [str(p) for p in cfg.site_prefixes] == ["10.1.0.0/24"]
+    # Every variant carries both families inside, over one session per tunnel.
+    assert [str(p) for p in cfg.site_prefixes] == ["10.1.0.0/24", "2001:db8:1::/64"]
+    for t in cfg.tunnels:
+        n = t.name[-1]
+        assert t.inner6 is not None
+        assert (str(t.inner6.local), str(t.inner6.peer)) == (f"fd00:{n}::1/64", f"fd00:{n}::2")
+        assert f"next hop address fd00:{n}::2;" in bird
 
 
 @pytest.mark.parametrize("stack", ["stock", "healthcheck"])

@@ -23,7 +23,7 @@ LAB_CONFIG = TOP / "labs" / "dual-vti" / "siteA" / "vti-failover.yaml"
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Facts:
     results = tmp_path_factory.mktemp("vmfaults")
     return facts_from_vm(
-        results, "agent", "guest_faults.py", f"--config={LAB_CONFIG}", timeout=1200
+        results, "agent", "guest_faults.py", f"--config={LAB_CONFIG}", timeout=1800
     )
 
 

@@ -22,6 +22,7 @@ def facts_from_vm(
     guest_script: str,
     *guest_args: str,
     kind: str = "vti",
+    family: str = "ipv4",
     timeout: float = 420,
     agent_config: Path | None = None,
 ) -> dict:  # type: ignore[type-arg]
@@ -43,7 +44,7 @@ def facts_from_vm(
     # Its own process group: on a timeout the VM (vng, qemu) goes with labs/lab.
     proc = subprocess.Popen(
         ["labs/lab", "--vm", "always", "--results", str(results), "up", "--stack", stack,
-         "--kind", kind, *chosen, "--then", guest],
+         "--kind", kind, "--family", family, *chosen, "--then", guest],
         cwd=TOP,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
