@@ -100,6 +100,9 @@ class HealthRules:
     # After charon comes back (vici recovered), how long a missing SA is awaited before it
     # counts as down: a restarted charon has no SAs until it has negotiated them again.
     sa_return_grace_s: float = 0.0
+    # The tunnel's liveness sources by name: only their loss blinds it (not exabgp's,
+    # the control socket's or another tunnel's source).
+    sources: frozenset[str] = frozenset({"vici", "xfrm", "probe", "link"})
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,8 @@ def observe(h: TunnelHealth, event: ev.Event, rules: HealthRules, now: float) ->
             return replace(h, bgp_up=True)
         case ev.BgpNeighborDown():
             return replace(h, bgp_up=False)
+        case ev.SourceLost(source=source) if source not in rules.sources:
+            return h
         case ev.SourceLost(source=source):
             if any(s == source for s, _ in h.sa_by_source):
                 h = _set_sa(h, source, SaView.UNKNOWN)

@@ -51,6 +51,7 @@ def rules_for(cfg: Config, tunnel: str) -> HealthRules:
         uses_link=Source.LINK in t.sources,
         traffic_counts_as_life=p.traffic_counts_as_life,
         sa_return_grace_s=cfg.vici.restart_grace_s if Source.VICI in t.sources else 0.0,
+        sources=frozenset(s.value for s in t.sources),
     )
 
 

@@ -190,6 +190,15 @@ def test_a_supervised_exabgp_exit_and_restart() -> None:
     assert all("exabgp" not in h.blind_sources for h in sim.state.health.values())
 
 
+def test_only_a_tunnels_own_sources_blind_it() -> None:
+    sim = started()
+    for source in ("control", "mqtt-commands", "exabgp"):
+        sim.step(ev.SourceLost(source=source, detail="gone", at=sim.now))
+    assert all(h.blind_sources == frozenset() for h in sim.state.health.values())
+    sim.step(ev.SourceLost(source="vici", at=sim.now))
+    assert all(h.blind_sources == {"vici"} for h in sim.state.health.values())
+
+
 def test_a_restart_whose_exit_was_not_told_is_still_news() -> None:
     sim = started()
     sim.step(ev.ComponentRestarted(component="exabgp"))
