@@ -176,31 +176,41 @@ def _sysctl(
     return facts.sysctls.get(f"net.{family}.conf.{conf}.{name}")
 
 
+def _families(t: Tunnel) -> list[str]:
+    inner = ["ipv4" if t.inner.local.version == 4 else "ipv6"]
+    return inner + (["ipv6"] if t.inner6 is not None else [])
+
+
 def _sysctl_steps(t: Tunnel, link: LinkFacts | None, facts: SystemFacts) -> list[Step]:
-    family = "ipv4" if t.inner.local.version == 4 else "ipv6"
     created = link is None
     steps: list[Step] = []
-    # The SA decides what enters the tunnel: no second IPsec policy check on what left it.
-    if _sysctl(facts, family, t.interface, "disable_policy", created) != 1:
-        steps.append(SetSysctl(t.interface, family, "disable_policy", 1))
-    if family == "ipv4":
+    for family in _families(t):
+        # The SA decides what enters the tunnel: no second IPsec policy check on what left it.
+        # Unreadable (IPv6 off on the link) is left alone: there is nothing to write to.
+        value = _sysctl(facts, family, t.interface, "disable_policy", created)
+        if value is not None and value != 1:
+            steps.append(SetSysctl(t.interface, family, "disable_policy", 1))
+    if "ipv4" in _families(t):
         every = facts.sysctls.get("net.ipv4.conf.all.rp_filter", 0)
-        own = _sysctl(facts, family, t.interface, "rp_filter", created)
-        if own is None or max(own, every) == 1:
-            steps.append(SetSysctl(t.interface, family, "rp_filter", RP_FILTER_LOOSE))
+        own = _sysctl(facts, "ipv4", t.interface, "rp_filter", created)
+        if own is not None and max(own, every) == 1:
+            steps.append(SetSysctl(t.interface, "ipv4", "rp_filter", RP_FILTER_LOOSE))
     return steps
 
 
 def _address_steps(t: Tunnel, link: LinkFacts | None) -> list[Step]:
-    want = ipaddress.ip_interface(t.inner.local)
     have = link.addresses if link is not None else frozenset()
-    if want in have:
-        return []
-    other_length = sorted((a for a in have if a.ip == want.ip), key=str)
-    return [
-        *(DeleteAddress(t.interface, a) for a in other_length),
-        AddAddress(t.interface, want),
-    ]
+    steps: list[Step] = []
+    for inner in (t.inner, t.inner6):
+        if inner is None:
+            continue
+        want = ipaddress.ip_interface(inner.local)
+        if want in have:
+            continue
+        other_length = sorted((a for a in have if a.ip == want.ip), key=str)
+        steps += [DeleteAddress(t.interface, a) for a in other_length]
+        steps.append(AddAddress(t.interface, want))
+    return steps
 
 
 def _tunnel_plan(cfg: Config, t: Tunnel, facts: SystemFacts) -> _Tunnel:

@@ -191,3 +191,16 @@ def test_snat_without_nft_is_refused_and_without_snat_nft_is_not_needed() -> Non
     assert [(r.subject, r.message) for r in p.refusals] == [
         ("snat", "cannot read nftables: nft is not installed")
     ]
+
+
+def test_a_dual_stack_tunnel_gets_its_ipv6_address_and_ipv6_disable_policy() -> None:
+    body = raw(inner6={"local": "fd00:1::1/64", "peer": "fd00:1::2"})
+    facts = built()
+    facts = dataclasses.replace(facts, sysctls={**facts.sysctls,
+                                "net.ipv6.conf.vti1.disable_policy": 0})  # fmt: skip
+    assert lines(facts, body) == [
+        "sysctl -w net.ipv6.conf.vti1.disable_policy=1",
+        "ip addr add fd00:1::1/64 dev vti1",
+    ]
+    # IPv6 off on the link: no sysctl to write, and none planned.
+    assert lines(built(), body) == ["ip addr add fd00:1::1/64 dev vti1"]
