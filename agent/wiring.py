@@ -12,6 +12,7 @@ from agent.adapters.mqtt_commands import MqttCommands
 from agent.adapters.netlink import NetlinkActuator, tunnel_kinds
 from agent.adapters.netlink_socket import rtnl_socket
 from agent.adapters.probes import ProbeSource
+from agent.adapters.report_clock import ReportClock
 from agent.adapters.strongswan import ViciSource
 from agent.adapters.xfrm import XfrmSource
 from agent.components import Adapters, Lifecycle
@@ -58,6 +59,8 @@ def build_live(cfg: Config, *, dry_run: bool) -> Adapters:
     if probed:
         # One source for every probed tunnel: one socket per family, one scheduler.
         add_source(ProbeSource(probed), probed)
+        # Loss and RTT exist only where probes run; reports carry them at this pace.
+        add_source(ReportClock(cfg.quality_interval_s), cfg.quality_interval_s)
     if any(Source.VICI in t.sources for t in cfg.tunnels):
         # One charon for every tunnel: one pair of VICI sessions.
         add_source(ViciSource(cfg.tunnels, cfg.vici), (tuple(cfg.tunnels), cfg.vici))

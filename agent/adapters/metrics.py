@@ -55,6 +55,18 @@ class MetricsExporter:
             ["tunnel"],
             registry=self.registry,
         )
+        self.probe_loss = Gauge(
+            "vti_failover_tunnel_probe_loss_ratio",
+            "Probes lost of the loss window, as told at mqtt.quality_interval_s",
+            ["tunnel"],
+            registry=self.registry,
+        )
+        self.rtt = Gauge(
+            "vti_failover_tunnel_rtt_milliseconds",
+            "Median RTT of the last rtt_samples probe answers, as told at the same pace",
+            ["tunnel"],
+            registry=self.registry,
+        )
         self.alerts = Counter(
             "vti_failover_alerts",
             "Failovers, failbacks, degradations, both-down and recoveries",
@@ -174,6 +186,7 @@ class MetricsExporter:
                         self.metric.remove(action.tunnel)
                 else:
                     self.metric.labels(action.tunnel).set(action.metric)
+                self._quality(action)
                 for reason, total in action.learned_rejected:
                     key = (action.tunnel, reason)
                     grown = total - self._rejected_seen.get(key, 0)
@@ -185,6 +198,20 @@ class MetricsExporter:
                 if action.detected_after_s is not None:
                     self.detection.labels(action.kind).set(action.detected_after_s)
                 self._count_change(action)
+
+    def _quality(self, state: PublishTunnelState) -> None:
+        """Loss ("lost/window") and RTT; absent while the tunnel has no probe numbers."""
+        if state.loss:
+            lost, window = (int(n) for n in state.loss.split("/"))
+            self.probe_loss.labels(state.tunnel).set(lost / window)
+        else:
+            with contextlib.suppress(KeyError):
+                self.probe_loss.remove(state.tunnel)
+        if state.rtt_ms is not None:
+            self.rtt.labels(state.tunnel).set(state.rtt_ms)
+        else:
+            with contextlib.suppress(KeyError):
+                self.rtt.remove(state.tunnel)
 
     def _count_change(self, alert: PublishAlert) -> None:
         if alert.kind == "bgp-session-lost":

@@ -203,6 +203,9 @@ class MqttSettings(FrozenModel):
     reconnect_max_s: Seconds = 30.0
     # Subscribe to <prefix>/<agent>/cmd for drain/undrain; off unless asked for.
     commands: bool = False
+    # Loss and RTT in the retained tunnel state (and the metrics) are refreshed this often
+    # at most: they change with every probe, and a dashboard needs no more.
+    quality_interval_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
     @model_validator(mode="after")
     def _secrets(self) -> MqttSettings:
@@ -339,6 +342,11 @@ class Config(FrozenModel):
         problems += config_problems(self)
         raise_if(problems)
         return self
+
+    @property
+    def quality_interval_s(self) -> float:
+        """How often loss and RTT are told (mqtt.quality_interval_s, also without mqtt)."""
+        return (self.mqtt if self.mqtt is not None else MqttSettings()).quality_interval_s
 
     def neighbor_of(self, tunnel: Tunnel) -> IPvAnyAddress:
         return tunnel.bgp_neighbor if tunnel.bgp_neighbor is not None else tunnel.inner.peer

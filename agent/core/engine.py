@@ -159,6 +159,11 @@ def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list
         return state, []
     if isinstance(event, ev.BgpRouteLearned | ev.BgpRouteWithdrawn | ev.BgpRoutesChanged):
         return _learn(state, event, now)
+    if isinstance(event, ev.ReportIntervalElapsed):
+        # Loss and RTT change with every probe: told at the shell's pace, all at once.
+        if not state.settled:
+            return state, []
+        return tunnel_reports(state, state.routes_for, quality=True)
     if name is None:
         # About every tunnel (a source went blind or came back) or about time itself.
         told: list[act.Action] = []

@@ -26,6 +26,7 @@ __all__ = [
     "LinkChanged",
     "ProbeLost",
     "ProbeSucceeded",
+    "ReportIntervalElapsed",
     "SourceLost",
     "SourceRecovered",
     "TimerFired",
@@ -181,6 +182,12 @@ class ComponentRestarted(Event):
 
     component: str
     reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportIntervalElapsed(Event):
+    """Time to tell each tunnel's loss and RTT (mqtt.quality_interval_s): they change with
+    every probe, so reports carry them only at this pace."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -163,12 +163,24 @@ def component_alert(
     return replace(state, components_lost=lost), [told]
 
 
+def _quality(h: hl.TunnelHealth) -> tuple[str, float | None]:
+    """Loss as "lost/window" of the probe window, and the median RTT (ms)."""
+    loss = f"{h.losses}/{len(h.window)}" if h.window else ""
+    rtt = h.rtt_median_ms
+    return loss, None if rtt is None else round(rtt, 1)
+
+
 def tunnel_reports(
-    state: CoreState, roles: Roles | None, names: Iterable[str] | None = None
+    state: CoreState,
+    roles: Roles | None,
+    names: Iterable[str] | None = None,
+    *,
+    quality: bool = False,
 ) -> tuple[CoreState, list[act.Action]]:
     """Summaries of these tunnels (None: all) that changed since last reported.
 
-    `roles` are those routes were asked for (None: no routes yet).
+    `roles` are those routes were asked for (None: no routes yet). Loss and RTT are
+    measured afresh only with `quality`; otherwise a report keeps the last ones told.
     """
     out: list[act.Action] = []
     reported = dict(state.reported)
@@ -181,6 +193,11 @@ def tunnel_reports(
         metric = metrics.get(name)
         if metric is not None and not has_routes(cfg, state.ix, state.learned, name):
             metric = None
+        last = reported.get(name)
+        if quality:
+            loss, rtt = _quality(h)
+        else:
+            loss, rtt = ("", None) if last is None else (last.loss, last.rtt_ms)
         report = act.PublishTunnelState(
             tunnel=name,
             health=h.state.value,
@@ -192,8 +209,10 @@ def tunnel_reports(
             reason=h.reason,
             bgp=None if cfg.bgp is None else ("up" if h.bgp_up else "down"),
             learned_rejected=_rejected(state, name),
+            loss=loss,
+            rtt_ms=rtt,
         )
-        if reported.get(name) != report:
+        if last != report:
             reported[name] = report
             out.append(report)
     return replace(state, reported=reported), out

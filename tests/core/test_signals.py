@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from agent.core import actions as act
 from agent.core import events as ev
 from agent.core.health import Health
@@ -169,3 +171,36 @@ def test_a_deleted_link_reports_removed_after_down() -> None:
     sim.step(ev.LinkChanged(tunnel="tun1", present=False, admin_up=False, oper_up=False))
     assert sim.health("tun1") is Health.DOWN
     assert sim.state.health["tun1"].reason == "link-removed"
+
+
+def test_loss_and_rtt_are_told_at_the_report_interval_and_kept_between() -> None:
+    sim = started(loss_window=10)
+    sim.step(ev.ReportIntervalElapsed(at=sim.now))
+    first = {s.tunnel: (s.loss, s.rtt_ms) for s in sim.of(act.PublishTunnelState)}
+    assert first == {"tun1": ("0/3", 5.0), "tun2": ("0/3", 5.0)}
+    # Probes change the numbers, but only the next interval tells them.
+    sim.probes("tun2", 1, ok=False)
+    sim.probes("tun2", 2, rtt=40.0)
+    assert sim.state.reported["tun2"].loss == "0/3"
+    sim.step(ev.ReportIntervalElapsed(at=sim.now))
+    assert [(s.tunnel, s.loss, s.rtt_ms) for s in sim.of(act.PublishTunnelState)] == [
+        ("tun2", "1/6", 40.0)
+    ]
+    # A report for another reason keeps the last numbers told.
+    sim.step(ev.AdminDisabled(tunnel="tun2", at=sim.now))
+    (drained,) = [s for s in sim.of(act.PublishTunnelState) if s.tunnel == "tun2"]
+    assert (drained.health, drained.loss, drained.rtt_ms) == ("ADMIN_DOWN", "1/6", 40.0)
+
+
+def test_no_loss_report_before_the_first_decision_nor_without_probes() -> None:
+    sim = Sim(make_config())
+    assert sim.step(ev.ReportIntervalElapsed(at=sim.now)) == []
+    sim.bring_up()
+    sim.step(ev.ReportIntervalElapsed(at=sim.now))
+    # Probe-less health (the window emptied, as on a fall to DOWN): nothing to say.
+    sim.state = replace(
+        sim.state,
+        health={n: replace(h, window=(), rtts=()) for n, h in sim.state.health.items()},
+    )
+    sim.step(ev.ReportIntervalElapsed(at=sim.now))
+    assert {(s.loss, s.rtt_ms) for s in sim.of(act.PublishTunnelState)} == {("", None)}

@@ -58,6 +58,7 @@ EVENTS: dict[str, Callable[[], ev.Event]] = {
         component="exabgp", reason="exited with status -9"
     ),
     "TimerFired": ev.TimerFired,
+    "ReportIntervalElapsed": ev.ReportIntervalElapsed,
 }
 
 STATES = (H.INIT, H.UP, H.DEGRADED, H.DOWN, H.ADMIN_DOWN)
@@ -133,6 +134,14 @@ TABLE: dict[str, tuple[tuple[Health, str | None], ...]] = {
         (H.ADMIN_DOWN, _),
     ),
     "TimerFired": ((H.INIT, _), (H.UP, _), (H.DEGRADED, _), (H.DOWN, _), (H.ADMIN_DOWN, _)),
+    # A report, never a change of health.
+    "ReportIntervalElapsed": (
+        (H.INIT, _),
+        (H.UP, _),
+        (H.DEGRADED, _),
+        (H.DOWN, _),
+        (H.ADMIN_DOWN, _),
+    ),
 }
 
 CASES = [

@@ -43,7 +43,11 @@ def _failover_actions() -> list[Action]:
             (0.2 * (i + 1), ev.ProbeSucceeded(tunnel="tun1", rtt_ms=3.0)),
             (0.2 * (i + 1), ev.ProbeSucceeded(tunnel="tun2", rtt_ms=3.0)),
         ]
+    # The report interval: loss and RTT of both, then tun1 goes down (its window emptied).
+    script.append((4.0, ev.ProbeLost(tunnel="tun2")))
+    script.append((4.5, ev.ReportIntervalElapsed()))
     script.append((5.0, ev.ChildSaDown(tunnel="tun1", at=4.9)))
+    script.append((6.0, ev.ReportIntervalElapsed()))
     for now, event in script:
         state, actions = engine.step(state, event, now)
         out += actions
@@ -72,6 +76,11 @@ async def test_scrape_shows_the_failover() -> None:
     # tun1 lost its routes: its metric series is gone, not stale.
     assert 'vti_failover_tunnel_route_metric{tunnel="tun1"}' not in samples
     assert samples['vti_failover_actions_total{action="InstallRoute"}'] >= 2
+    # Loss and RTT as last told: 1 of tun2's 4 probes lost; tun1 down, its window empty.
+    assert samples['vti_failover_tunnel_probe_loss_ratio{tunnel="tun2"}'] == 0.25
+    assert samples['vti_failover_tunnel_rtt_milliseconds{tunnel="tun2"}'] == 3.0
+    assert 'vti_failover_tunnel_probe_loss_ratio{tunnel="tun1"}' not in samples
+    assert samples['vti_failover_tunnel_rtt_milliseconds{tunnel="tun1"}'] == 3.0
 
 
 def _session_and_restart_actions() -> list[Action]:
