@@ -189,8 +189,8 @@ def swanctl_conf() -> Path:
 
 
 def restart_charon(lab: Lab) -> float:
-    """kill -9 of site A's charon, then a new one as node.sh starts it; returns when the
-    new one answers on VICI (its config loaded, so it initiates every tunnel)."""
+    """kill -9 of site A's charon, then a new one as node.sh starts it, its config loaded
+    (so it initiates every tunnel); returns when the new one first answered on VICI."""
     state = STATE_ROOT / "siteA"
     pid = int((state / "charon.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
@@ -199,8 +199,9 @@ def restart_charon(lab: Lab) -> float:
     script = 'mount --bind "$0" /run && exec /usr/lib/ipsec/charon'
     lab.spawn("siteA", "charon", "unshare", "-m", "sh", "-c", script, str(state / "run"))
     wait("charon's vici socket", lambda: "uptime" in lab.swanctl("siteA", "--stats"), 30)
+    answered = time.time()
     lab.swanctl("siteA", "--load-all", "--file", str(swanctl_conf()))
-    return time.time()
+    return answered
 
 
 def block_ike(lab: Lab, isp: str) -> None:

@@ -7,6 +7,7 @@ SIGHUPs, and the broker gone for 60 s across a failover and a failback.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -124,8 +125,9 @@ def test_a_charon_crash_whose_sa_stays_missing_fails_over_when_the_grace_ends(
     assert [(e["from"], e["to"]) for e in failovers] == [(["tun1"], ["tun2"])], moves(lab, p)
     after = failovers[0]["at_epoch"] - p["back_at"]
     print(f"charon back without tun1's SA: failover {after:.1f} s after it answered")
-    # Not before the grace (15 s) from the moment the agent saw charon again, which is
-    # at most its reconnect backoff after charon answered.
+    # Not before the grace (15 s) from the moment the agent saw charon again (this script
+    # polls charon every 0.3 s, so it may see it answer a little after the agent did),
+    # and not much after: at most the agent's reconnect backoff.
     assert 15.0 - 1.0 <= after <= 15.0 + 20.0, after
     assert "child-sa-down" in failovers[0]["reason"]
     assert p["failback_s"] < 240
@@ -145,4 +147,6 @@ def test_flapping_at_half_a_hertz_costs_at_most_a_failover_and_a_failback(lab: F
     # BGP over the stable tunnel never dropped.
     session = p["tun2_session"]
     assert session["state"] == "Established"
-    assert session["after"] == session["before"], session
+    # BIRD derives the "since" it prints from its clock: the same moment can differ by ms.
+    before, after = (datetime.fromisoformat(session[k]) for k in ("before", "after"))
+    assert abs((after - before).total_seconds()) < 1, session
