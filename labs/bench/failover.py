@@ -103,6 +103,10 @@ class Result:
     cuts: int = 0
     outage_s: list[float] = field(default_factory=list)
     outage_a_to_b_s: list[float] = field(default_factory=list)
+    # The same cuts, measured on IPv6 streams over the same tunnels (agent methods: the
+    # stock stacks announce and route IPv4 only).
+    outage6_s: list[float] = field(default_factory=list)
+    outage6_a_to_b_s: list[float] = field(default_factory=list)
     median_s: float | None = None
     p95_s: float | None = None
     max_s: float | None = None
@@ -164,14 +168,8 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
     lab.up(progress=lambda s: say(f"  {s}"))
     try:
         lab.wait_ready()
-        for node in ("lanA", "lanB"):
-            lab.spawn(node, "recv", PY, str(STREAM), "recv", "5000", str(_rx(node)))
-        lab.spawn(
-            "lanB", "send", PY, str(STREAM), "send", "10.1.0.10", "5000", "--rate", str(a.rate)
-        )
-        lab.spawn(
-            "lanA", "send", PY, str(STREAM), "send", "10.2.0.10", "5000", "--rate", str(a.rate)
-        )
+        six = method.stack == "agent"
+        _start_streams(lab, a.rate, six)
         time.sleep(3)
         windows = []
         for i in range(a.cuts):
@@ -192,20 +190,13 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
         time.sleep(a.settle_s)
         res.false_failovers, res.loss_period_s = count_false_failovers(lab, a, say)
         time.sleep(1.5)
-        for node in ("lanA", "lanB"):
-            _stop(node, "send")
-        time.sleep(1.0)
-        for node in ("lanA", "lanB"):
-            _stop(node, "recv")
-        time.sleep(1.0)
+        _stop_streams()
         if a.json:
             # The raw streams, so an odd number can be looked at after the lab is gone.
             for node in ("lanA", "lanB"):
                 shutil.copy(_rx(node), a.json.parent / f"{method.name}-{node}.rx")
-        b_to_a, a_to_b = read_stream(_rx("lanA")), read_stream(_rx("lanB"))
         res.cuts = len(windows)
-        res.outage_s = [longest_gap(b_to_a, s, e, a.rate) for s, e in windows]
-        res.outage_a_to_b_s = [longest_gap(a_to_b, s, e, a.rate) for s, e in windows]
+        _outages(res, windows, a.rate, six)
         if res.outage_s:
             res.median_s = round(statistics.median(res.outage_s), 3)
             res.p95_s = p95(res.outage_s)
@@ -220,6 +211,39 @@ def run_method(method: Method, a: argparse.Namespace, log: list[str]) -> Result:
             keep_logs(lab, a.json.parent, method.name)
         lab.down()
     return res
+
+
+def _start_streams(lab: Lab, rate: float, six: bool) -> None:
+    """UDP both ways between the LAN hosts; with `six`, an IPv6 pair of streams beside."""
+    for node, dst in (("lanA", "10.2.0.10"), ("lanB", "10.1.0.10")):
+        lab.spawn(node, "recv", PY, str(STREAM), "recv", "5000", str(_rx(node)))
+        lab.spawn(node, "send", PY, str(STREAM), "send", dst, "5000", "--rate", str(rate))
+    if six:
+        for node, dst in (("lanA", "2001:db8:2::10"), ("lanB", "2001:db8:1::10")):
+            lab.spawn(node, "recv6", PY, str(STREAM), "recv", "5006", str(_rx(node, 6)), "--ipv6")
+            lab.spawn(node, "send6", PY, str(STREAM), "send", dst, "5006", "--rate", str(rate))
+
+
+def _stop_streams() -> None:
+    """Senders first, so the receivers log every datagram still on its way."""
+    for name in ("send", "send6"):
+        for node in ("lanA", "lanB"):
+            _stop(node, name)
+    time.sleep(1.0)
+    for name in ("recv", "recv6"):
+        for node in ("lanA", "lanB"):
+            _stop(node, name)
+    time.sleep(1.0)
+
+
+def _outages(res: Result, windows: list[tuple[float, float]], rate: float, six: bool) -> None:
+    b_to_a, a_to_b = read_stream(_rx("lanA")), read_stream(_rx("lanB"))
+    res.outage_s = [longest_gap(b_to_a, s, e, rate) for s, e in windows]
+    res.outage_a_to_b_s = [longest_gap(a_to_b, s, e, rate) for s, e in windows]
+    if six:
+        b_to_a6, a_to_b6 = read_stream(_rx("lanA", 6)), read_stream(_rx("lanB", 6))
+        res.outage6_s = [longest_gap(b_to_a6, s, e, rate) for s, e in windows]
+        res.outage6_a_to_b_s = [longest_gap(a_to_b6, s, e, rate) for s, e in windows]
 
 
 @dataclass
@@ -278,8 +302,8 @@ def count_false_failovers(lab: Lab, a: argparse.Namespace, say: object) -> tuple
     return flips, round(time.monotonic() - start, 1)
 
 
-def _rx(node: str) -> Path:
-    return STATE_ROOT / node / "stream.rx"
+def _rx(node: str, version: int = 4) -> Path:
+    return STATE_ROOT / node / ("stream.rx" if version == 4 else "stream6.rx")
 
 
 def _stop(node: str, name: str) -> None:
@@ -316,6 +340,13 @@ def table(results: list[Result]) -> str:
             f"{r.name:<15} {r.cuts:>4} {fmt(r.median_s):>9} {fmt(r.p95_s):>7} {fmt(r.max_s):>7} "
             f"{fmt(ab):>10} {ff:>9}  {r.note or r.description}"
         )
+        if r.outage6_s:
+            six = sorted(r.outage6_s)
+            ab6 = statistics.median(r.outage6_a_to_b_s) if r.outage6_a_to_b_s else None
+            lines.append(
+                f"{'  (IPv6)':<15} {len(six):>4} {fmt(statistics.median(six)):>9} "
+                f"{fmt(p95(six)):>7} {fmt(six[-1]):>7} {fmt(ab6):>10} {'':>9}  same cuts, IPv6"
+            )
     return "\n".join(lines)
 
 
