@@ -191,8 +191,9 @@ def test_its_own_link_of_the_wrong_kind_is_deleted_to_be_made_again(
 GUARDED = """
 import asyncio, sys
 from agent.apply_execute import ApplyError, execute
-from agent.apply_facts import DeleteLink, Plan, SetMtu
-plan = Plan(steps=(SetMtu("vti1", 1300), DeleteLink("vti1")), kinds={"vti1": "tun"})
+from agent.apply_facts import DeleteLink, MarkOwned, Plan, SetMtu
+steps = (SetMtu("vti1", 1300), MarkOwned("vti1", "vti-failover:ns-b"), DeleteLink("vti1"))
+plan = Plan(steps=steps, kinds={"vti1": "tun"})
 try:
     asyncio.run(execute(plan, "vti-failover:ns-a", print))
 except ApplyError as exc:
@@ -201,18 +202,20 @@ except ApplyError as exc:
 
 
 def test_the_executor_checks_the_alias_again_when_it_writes(site: str) -> None:
-    # A plan made while vti1 carried our alias, carried out after it lost it: the delete
-    # is refused when it would be written, not taken on the plan's word.
+    # A plan made while vti1 carried our alias, carried out after it got another agent's:
+    # the delete is refused when it would be written, not taken on the plan's word.
     proc = subprocess.run(
         ["ip", "netns", "exec", site, str(PYTHON), "-c", GUARDED],
         capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
     )  # fmt: skip
     assert proc.stdout.splitlines() == [
         "ip link set dev vti1 mtu 1300",
+        "ip link set dev vti1 alias vti-failover:ns-b",
         "refused at write: ip link del dev vti1: vti1 no longer carries the alias "
         "vti-failover:ns-a: left alone",
     ], proc.stderr
-    assert json.loads(run("ip", "-n", site, "-j", "link", "show", "vti1").stdout)[0]["mtu"] == 1300
+    link = json.loads(run("ip", "-n", site, "-j", "link", "show", "vti1").stdout)[0]
+    assert (link["mtu"], link["ifalias"]) == (1300, "vti-failover:ns-b")
 
 
 def test_a_config_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
