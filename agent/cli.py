@@ -209,6 +209,11 @@ def _broken_pipe(exc: BaseException) -> bool:
     return isinstance(exc, BrokenPipeError)
 
 
+def _print(text: str) -> int:
+    print(text)
+    return 0
+
+
 def _to_stdout(body: Callable[[], int]) -> int:
     """Run a command printing on stdout; a reader that had enough (`| head`) ends it quietly."""
     try:
@@ -257,15 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         cfg = _load(args.config)
-        print("\n".join(_summary(cfg)))
-        return 0
+        return _to_stdout(lambda: _print("\n".join(_summary(cfg))))
     if args.command == "schema":
-        try:
-            print(json.dumps(json_schema(), indent=2, sort_keys=True))
-        except BrokenPipeError:
-            # `vti-failover schema | head` is fine: the reader simply had enough.
-            sys.stderr.close()
-        return 0
+        return _to_stdout(lambda: _print(json.dumps(json_schema(), indent=2, sort_keys=True)))
     if args.command == "udp-echo":
         return _udp_echo(args)
     if args.command == "doctor":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from importlib.metadata import version
 
-from tests.cli.runner import REPO, vtf
+from tests.cli.runner import COMMAND, REPO, vtf
 
 
 def test_version() -> None:
@@ -59,3 +61,14 @@ def test_check_names_each_kinds_identifier() -> None:
     assert result.code == 0, result.err
     assert "isp1: xfrm xfrm1 (if_id 11)" in result.out
     assert "policy active-active" in result.out
+
+
+def test_a_reader_that_stops_early_ends_check_and_schema_quietly() -> None:
+    three = REPO / "labs" / "dual-vti" / "siteA" / "vti-failover-three-dual.yaml"
+    for args in (["check", str(three)], ["schema"]):
+        cmd = shlex.join([str(COMMAND), *args])
+        line = f"{cmd} | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+        res = subprocess.run(
+            ["bash", "-c", line], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert (res.stdout.strip(), res.stderr) == ("0", ""), (args, res.stderr)
