@@ -309,7 +309,11 @@ class ExaBgpAdapter:
         for neighbor in sorted(self._up):
             tunnel = self._tunnel_of.get(neighbor)
             if tunnel is not None:
-                self._event(BgpNeighborDown(tunnel=tunnel, reason=reason, at=self._clock()))
+                self._event(
+                    BgpNeighborDown(
+                        tunnel=tunnel, reason=reason, at=self._clock(), speaker_lost=True
+                    )
+                )
         self._up.clear()
 
     def _handle(self, session: AckSession, line: str) -> bool:

@@ -20,7 +20,7 @@ from agent.core import events as ev
 from agent.core import health as hl
 from agent.core import imports as imp
 from agent.core import policy as pol
-from agent.core import routing
+from agent.core import routing, stale
 from agent.core.diff import diff, route_actions
 from agent.core.index import index_of, rules_for
 from agent.core.kernel import forget_link, lose_nexthops
@@ -153,6 +153,8 @@ def _quiet(state: CoreState, now: float) -> bool:
 
 def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list[act.Action]]:
     """Apply one event; return the new state and the actions to carry out, in order."""
+    if state.stale_learned:
+        state = stale.expire(state, now)
     name = _tunnel_of(event)
     if name is not None and name not in state.health:
         # An adapter can report a tunnel removed by a reload a moment ago: not ours now.
@@ -200,13 +202,23 @@ def _observe(
     elif isinstance(event, ev.LinkChanged) and _echo(state, event):
         h = was
     else:
-        if isinstance(event, ev.BgpNeighborDown) and state.learned.get(name):
+        restart = (
+            isinstance(event, ev.BgpNeighborDown)
+            and event.speaker_lost
+            and state.cfg.bgp is not None
+            and state.cfg.bgp.graceful_restart_s > 0
+        )
+        if restart:
+            # Our own speaker restarts; the neighbor still announces what it taught us.
+            tables = stale.keep(tables, name, now)
+        elif isinstance(event, ev.BgpNeighborDown) and state.learned.get(name):
             # A lost session takes everything it taught us with it.
             learned = {**state.learned, name: frozenset[str]()}
-            tables = replace(tables, learned=learned, routes_for=None)
+            tables = replace(stale.forget(tables, name), learned=learned, routes_for=None)
         ledger = state.imports.get(name)
         if (
             isinstance(event, ev.BgpNeighborDown)
+            and not restart
             and ledger
             and (ledger.refused or ledger.over_limit)
         ):
@@ -216,6 +228,7 @@ def _observe(
         if isinstance(event, ev.BgpEndOfRib):
             eor = state.end_of_rib.get(name, frozenset())
             tables = replace(tables, end_of_rib={**state.end_of_rib, name: eor | {event.family}})
+            tables = stale.end_of_rib(tables, name, event.family)
             # The last End-of-RIB of a family is what lets its stale routes be swept.
             rethink = event.family not in state.swept
         if isinstance(event, ev.LinkChanged) and event.present and not was.link_present:
@@ -246,6 +259,8 @@ def _learn(
     name = event.tunnel
     if not _learning(state.cfg):
         return state, []
+    if not isinstance(event, ev.BgpRouteWithdrawn):
+        state = stale.refreshed(state, event)
     ledger = state.imports.get(name)
     state, changed, told = fold(state, event, now)
     if not _quiet(state, now) or (state.settled and state.routes_for is None):
@@ -500,6 +515,7 @@ def _with_deadlines(state: CoreState, now: float, usable: list[str] | None = Non
     if state.settled:
         times += pol.proving_deadlines(cfg, usable, state.usable_since, state.settled_at, now)
     times += pol.probation_deadlines(cfg, state.health, now, _suppressed(state))
+    times += stale.deadlines(state)
     times += [at for h in state.health.values() if h.sa_awaited for at in hl.grace_deadlines(h)]
     for d in state.damping.values():
         at = damp.reuse_at(d, cfg.policy.dampening)

@@ -99,10 +99,15 @@ class BgpNeighborUp(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class BgpNeighborDown(Event):
-    """The session with the tunnel's neighbor ended; `reason` as ExaBGP gave it."""
+    """The session with the tunnel's neighbor ended; `reason` as ExaBGP gave it.
+
+    `speaker_lost`: it ended because our own BGP speaker (exabgp) went away, not because
+    the neighbor or the path did.
+    """
 
     tunnel: str
     reason: str = ""
+    speaker_lost: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,6 +36,9 @@ class CoreState:
     both_down: bool = False
     # What each neighbor taught that the import policy let in, and what it refused.
     learned: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Per tunnel, learned prefixes kept while our BGP speaker restarts, and until when
+    # (see stale.py): not yet announced again by the new session.
+    stale_learned: Mapping[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
     imports: Mapping[str, imp.Ledger] = field(default_factory=dict)
     # What the core last asked the actuators for: the base of every diff.
     asked: Desired = field(default_factory=Desired)
