@@ -58,14 +58,22 @@ def _settle_grace(cfg: Config) -> float:
     return max(waits) + 1.0
 
 
+def _sweep_wait(cfg: Config) -> float:
+    """How long a restart keeps learned routes it found for neighbors that have not yet sent
+    End-of-RIB: a few hold times for the sessions to come up and send their tables, and with
+    graceful restart the restart time, as long as the peers keep ours (RFC 4724)."""
+    if cfg.bgp is None or not _learning(cfg):
+        return 0.0
+    return max(3.0 * cfg.bgp.hold_time_s, float(cfg.bgp.graceful_restart_s))
+
+
 def _learning(cfg: Config) -> bool:
     return cfg.bgp is not None and cfg.remote_prefixes.learned_from_bgp
 
 
 def initial_state(cfg: Config, now: float) -> CoreState:
     grace = _settle_grace(cfg)
-    # Sessions need a few hold times at most to come up and send their tables.
-    sweep_wait = 3.0 * cfg.bgp.hold_time_s if cfg.bgp is not None and _learning(cfg) else 0.0
+    sweep_wait = _sweep_wait(cfg)
     state = CoreState(
         cfg=cfg,
         ix=index_of(cfg),

@@ -138,3 +138,17 @@ def test_an_end_of_rib_after_every_stale_prefix_was_withdrawn_changes_no_route()
     sim.step(ev.BgpEndOfRib(tunnel="tun1", family="ipv4", at=sim.now))
     assert sim.of(act.RemoveRoute) == []
     assert sim.state.stale_learned["tun1"][1] == {V6}
+
+
+def test_a_restart_waits_for_end_of_rib_as_long_as_the_peers_keep_our_routes() -> None:
+    def sweep_wait(hold: int, restart: int) -> float:
+        cfg = make_config()
+        assert cfg.bgp is not None
+        bgp = cfg.bgp.model_copy(update={"hold_time_s": hold, "graceful_restart_s": restart})
+        state = Sim(cfg.model_copy(update={"bgp": bgp})).state
+        return state.sweep_by - state.settle_by
+
+    # The lab's 9 s hold time: the restart time (120 s) rules, not 3 hold times (27 s).
+    assert sweep_wait(9, 120) == 120
+    assert sweep_wait(9, 0) == 27
+    assert sweep_wait(90, 120) == 270
