@@ -332,8 +332,23 @@ def phase_broker_down(lab: Lab, a: argparse.Namespace, log_lines: list[str]) -> 
     facts["failback_s"] = wait("failback to vti1 without a broker", lambda: on(lab, "vti1"), 120)
     time.sleep(max(0.0, 60 - (time.time() - down_at)))
     lab.spawn("siteA", "mosquitto", "mosquitto", "-c", str(LAB_DIR / "siteA" / "mosquitto.conf"))
-    time.sleep(0.5)
-    lab.spawn("siteA", "mqtt-sub2", "mosquitto_sub", "-h", "127.0.0.1", "-v", "-t", "#")
+    # The second subscriber must be listening before the agent is back (its backoff can be
+    # short): retry it until a marker it subscribed to reaches its log.
+    sub2 = STATE_ROOT / "siteA" / "mqtt-sub2.log"
+    running: list[subprocess.Popen[bytes]] = []
+
+    def listening() -> bool:
+        if not running or running[-1].poll() is not None:
+            # Not there yet, or it gave up on a broker still starting: again.
+            running.append(
+                lab.spawn("siteA", "mqtt-sub2", "mosquitto_sub", "-h", "127.0.0.1", "-v", "-t", "#")
+            )
+            time.sleep(0.5)
+        lab.sh("siteA", "mosquitto_pub", "-h", "127.0.0.1", "-t", "lab/marker", "-m", "1",
+               check=False)  # fmt: skip
+        return "lab/marker" in sub2.read_text(errors="replace")
+
+    facts["subscriber_after_s"] = wait("the second subscriber", listening, 30)
     facts["down_s"] = round(time.time() - down_at, 1)
     time.sleep(20)  # the agent reconnects (with backoff) and sends what it kept
     window(facts, start, time.time())
