@@ -9,18 +9,17 @@ learned prefix costs the routes of that prefix.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from agent.config import BothDown, Config, Source
+from agent.config import BothDown, Config
 from agent.core import actions as act
 from agent.core import dampening as damp
 from agent.core import events as ev
 from agent.core import health as hl
 from agent.core import imports as imp
 from agent.core import policy as pol
-from agent.core import routing, stale
+from agent.core import routing, stale, startup
 from agent.core.diff import diff, route_actions
 from agent.core.index import index_of, rules_for
 from agent.core.kernel import forget_link, lose_nexthops
@@ -28,13 +27,23 @@ from agent.core.learning import fold
 from agent.core.reports import (
     alert,
     carrier_alert,
+    changed_health,
     component_alert,
     last_move,
     session_alert,
+    touched,
     tunnel_reports,
 )
 from agent.core.routing import Desired, Roles
+from agent.core.startup import learning, settle_grace
 from agent.core.state import CoreState
+from agent.core.timing import (
+    next_deadline,
+    quiet,
+    suppressed_tunnels,
+    usable_tunnels,
+    with_deadlines,
+)
 
 __all__ = [
     "CoreState",
@@ -46,34 +55,10 @@ __all__ = [
     "step",
 ]
 
-FAMILIES = ("ipv4", "ipv6")
-
-
-def _settle_grace(cfg: Config) -> float:
-    """How long to wait for first evidence before deciding anything (no flap on restart)."""
-    waits = [2.0 * cfg.vici.poll_interval_s]
-    for t in cfg.tunnels:
-        if Source.PROBE in t.sources:
-            waits.append(cfg.policy.rise * t.probe.interval_s + t.probe.timeout_s)
-    return max(waits) + 1.0
-
-
-def _sweep_wait(cfg: Config) -> float:
-    """How long a restart keeps learned routes it found for neighbors that have not yet sent
-    End-of-RIB: a few hold times for the sessions to come up and send their tables, and with
-    graceful restart the restart time, as long as the peers keep ours (RFC 4724)."""
-    if cfg.bgp is None or not _learning(cfg):
-        return 0.0
-    return max(3.0 * cfg.bgp.hold_time_s, float(cfg.bgp.graceful_restart_s))
-
-
-def _learning(cfg: Config) -> bool:
-    return cfg.bgp is not None and cfg.remote_prefixes.learned_from_bgp
-
 
 def initial_state(cfg: Config, now: float) -> CoreState:
-    grace = _settle_grace(cfg)
-    sweep_wait = _sweep_wait(cfg)
+    grace = settle_grace(cfg)
+    sweep_wait = startup.sweep_wait(cfg)
     state = CoreState(
         cfg=cfg,
         ix=index_of(cfg),
@@ -84,7 +69,7 @@ def initial_state(cfg: Config, now: float) -> CoreState:
         damping={t.name: damp.DampState(updated_at=now) for t in cfg.tunnels},
         decided_at=now,
     )
-    return _with_deadlines(state, now)
+    return with_deadlines(state, now)
 
 
 def reconfigure(state: CoreState, cfg: Config, now: float) -> tuple[CoreState, list[act.Action]]:
@@ -151,14 +136,6 @@ def _same_view(a: hl.TunnelHealth, b: hl.TunnelHealth) -> bool:
     )
 
 
-def _quiet(state: CoreState, now: float) -> bool:
-    """No deadline has come since the last decision, and every tunnel has been reported."""
-    if len(state.reported) != len(state.health):
-        return False
-    i = bisect.bisect_right(state.deadlines, state.decided_at)
-    return i == len(state.deadlines) or state.deadlines[i] > now
-
-
 def step(state: CoreState, event: ev.Event, now: float) -> tuple[CoreState, list[act.Action]]:
     """Apply one event; return the new state and the actions to carry out, in order."""
     if state.stale_learned:
@@ -199,7 +176,7 @@ def _observe(
     tables = state
     rethink = False
     if isinstance(event, ev.AdminDisabled) and not event.force:
-        refusal = pol.drain_refusal(state.health, _usable(state), name)
+        refusal = pol.drain_refusal(state.health, usable_tunnels(state), name)
         if refusal is not None:
             told = act.PublishAlert(
                 kind="drain-refused", at=now, from_tunnels=(name,), to_tunnels=(), reason=refusal
@@ -251,7 +228,7 @@ def _observe(
                 tables = replace(tables, asked=asked, routes_for=None)
         h = hl.judge(hl.observe(was, event, rules, now), rules, now)
     new = replace(tables, health={**state.health, name: h})
-    if tables is state and not rethink and _same_view(was, h) and _quiet(state, now):
+    if tables is state and not rethink and _same_view(was, h) and quiet(state, now):
         return new, said
     new, actions = _decide(new, now, before=state.health)
     return new, [*actions, *said]
@@ -265,13 +242,13 @@ def _learn(
     """Fold a neighbor's announcements in through the import policy; only the routes of the
     prefixes it changed move."""
     name = event.tunnel
-    if not _learning(state.cfg):
+    if not learning(state.cfg):
         return state, []
     if not isinstance(event, ev.BgpRouteWithdrawn):
         state = stale.refreshed(state, event)
     ledger = state.imports.get(name)
     state, changed, told = fold(state, event, now)
-    if not _quiet(state, now) or (state.settled and state.routes_for is None):
+    if not quiet(state, now) or (state.settled and state.routes_for is None):
         # A decision is due anyway: it rebuilds the tables with what was just learned.
         rebuilt = replace(state, routes_for=None) if changed else state
         state, actions = _decide(rebuilt, now, before=state.health)
@@ -296,18 +273,6 @@ def _learn(
     state = replace(state, asked=replace(state.asked, by_prefix=by_prefix))
     state, reports = tunnel_reports(state, roles, [name])
     return state, [*installs, *removes, *told, *reports]
-
-
-def _usable(state: CoreState) -> list[str]:
-    return [
-        n
-        for n, h in state.health.items()
-        if h.eligible and not damp.is_suppressed(state.damping[n])
-    ]
-
-
-def _suppressed(state: CoreState) -> frozenset[str]:
-    return frozenset(n for n, d in state.damping.items() if damp.is_suppressed(d))
 
 
 def _update_damping(
@@ -338,14 +303,14 @@ def _decide(
     imports, summed = imp.summaries(state.imports, now)
     prior = state = replace(state, imports=imports) if summed else state
     state = replace(state, damping=_update_damping(state, before or state.health, now))
-    usable = _usable(state)
+    usable = usable_tunnels(state)
     usable_since = {n: state.usable_since.get(n, now) for n in usable}
     state = replace(state, usable_since=usable_since, decided_at=now)
     if not state.settled:
         if now < state.settle_by and any(h.state is hl.Health.INIT for h in state.health.values()):
             # Before first evidence, say nothing: the kernel keeps what it has (no restart flap).
-            state, reports = tunnel_reports(state, None, _changed_health(prior, state, before))
-            return _with_deadlines(state, now, usable), [*summed, *reports]
+            state, reports = tunnel_reports(state, None, changed_health(prior, state, before))
+            return with_deadlines(state, now, usable), [*summed, *reports]
         state = replace(state, settled=True, settled_at=now)
     pool = pol.ranked(cfg, usable, state.health)
     seasoned = pol.proven(cfg, usable, usable_since, state.settled_at, now)
@@ -374,7 +339,7 @@ def _decide(
         else routing.announcements(cfg, carriers, standbys)
     )
     desired = Desired(
-        links=pol.desired_links(cfg, state.health, now, carriers, _suppressed(state)),
+        links=pol.desired_links(cfg, state.health, now, carriers, suppressed_tunnels(state)),
         by_prefix=by_prefix,
         groups=routing.groups(cfg, state.ix, roles),
         announcements=announcements,
@@ -390,51 +355,11 @@ def _decide(
         announced_for=announce,
         last_move=last_move(alerts, state.last_move),
     )
-    sweeps = _sweeps(state, now)
+    sweeps = startup.sweeps(state, now)
     if sweeps:
         state = replace(state, swept=state.swept | {s.family for s in sweeps})
-    state, reports = tunnel_reports(state, roles, _touched(prior, state, before))
-    return _with_deadlines(state, now, usable), [*actions, *sweeps, *alerts, *summed, *reports]
-
-
-def _changed_health(
-    prior: CoreState, state: CoreState, before: Mapping[str, hl.TunnelHealth] | None
-) -> set[str] | None:
-    """Tunnels whose health this step changed; None when every report must be looked at."""
-    if before is None or len(prior.reported) != len(state.health) or prior.cfg is not state.cfg:
-        return None
-    return {n for n, h in state.health.items() if before.get(n) is not h}
-
-
-def _touched(
-    prior: CoreState, state: CoreState, before: Mapping[str, hl.TunnelHealth] | None
-) -> set[str] | None:
-    """The tunnels whose report may have changed in this decision (None: any of them).
-
-    A change of tables (learned prefixes, a forgotten link) clears routes_for, so it
-    always looks at every report.
-    """
-    names = _changed_health(prior, state, before)
-    old_routes, old_announce = prior.routes_for, prior.announced_for
-    new_routes, new_announce = state.routes_for, state.announced_for
-    if (
-        names is None
-        or old_routes is None
-        or old_announce is None
-        or new_routes is None
-        or new_announce is None
-        or prior.both_down != state.both_down
-    ):
-        return None
-    old_metric, new_metric = old_routes.metrics(state.cfg), new_routes.metrics(state.cfg)
-    names |= {
-        n for n in old_metric.keys() | new_metric.keys() if old_metric.get(n) != new_metric.get(n)
-    }
-    names |= set(prior.carriers) ^ set(state.carriers)
-    names |= set(old_announce.carriers + old_announce.standbys) ^ set(
-        new_announce.carriers + new_announce.standbys
-    )
-    return names
+    state, reports = tunnel_reports(state, roles, touched(prior, state, before))
+    return with_deadlines(state, now, usable), [*actions, *sweeps, *alerts, *summed, *reports]
 
 
 def _routes(
@@ -493,48 +418,3 @@ def _alerts(
             ):
                 out.append(alert(state, "degraded", (n,), (n,), now))
     return out
-
-
-def _sweeps(state: CoreState, now: float) -> list[act.SweepRoutes]:
-    """Sweep a family once nothing more of it can be on its way (see CoreState.sweep_by)."""
-    neighbors = [t.name for t in state.cfg.tunnels] if _learning(state.cfg) else []
-    return [
-        act.SweepRoutes(family)
-        for family in FAMILIES
-        if family not in state.swept
-        and (
-            now >= state.sweep_by
-            or all(family in state.end_of_rib.get(n, frozenset()) for n in neighbors)
-        )
-    ]
-
-
-def _with_deadlines(state: CoreState, now: float, usable: list[str] | None = None) -> CoreState:
-    """Remember every moment the core must look again even if nothing happens."""
-    cfg = state.cfg
-    times: list[float] = []
-    if not state.settled:
-        times.append(state.settle_by)
-    if len(state.swept) < len(FAMILIES):
-        times.append(state.sweep_by)
-    if usable is None:
-        usable = _usable(state)
-    times += pol.pending_preemptions(cfg, usable, state.health, state.usable_since, state.carriers)
-    if state.settled:
-        times += pol.proving_deadlines(cfg, usable, state.usable_since, state.settled_at, now)
-    times += pol.probation_deadlines(cfg, state.health, now, _suppressed(state))
-    times += stale.deadlines(state)
-    times += [at for h in state.health.values() if h.sa_awaited for at in hl.grace_deadlines(h)]
-    for d in state.damping.values():
-        at = damp.reuse_at(d, cfg.policy.dampening)
-        if at is not None:
-            times.append(at)
-    # Refusals no alert mentioned are summed up when their window ends.
-    times += [at for led in state.imports.values() if (at := led.summary_due()) is not None]
-    return replace(state, deadlines=tuple(sorted(times)))
-
-
-def next_deadline(state: CoreState, now: float) -> float | None:
-    """The next moment the core must look again even if nothing happens (or None)."""
-    i = bisect.bisect_right(state.deadlines, now)
-    return state.deadlines[i] if i < len(state.deadlines) else None

@@ -3,7 +3,7 @@ and each tunnel's summary when it changed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from agent.config import BothDown
@@ -20,6 +20,7 @@ __all__ = [
     "component_alert",
     "last_move",
     "session_alert",
+    "touched",
     "tunnel_reports",
 ]
 
@@ -216,3 +217,43 @@ def tunnel_reports(
             reported[name] = report
             out.append(report)
     return replace(state, reported=reported), out
+
+
+def changed_health(
+    prior: CoreState, state: CoreState, before: Mapping[str, hl.TunnelHealth] | None
+) -> set[str] | None:
+    """Tunnels whose health this step changed; None when every report must be looked at."""
+    if before is None or len(prior.reported) != len(state.health) or prior.cfg is not state.cfg:
+        return None
+    return {n for n, h in state.health.items() if before.get(n) is not h}
+
+
+def touched(
+    prior: CoreState, state: CoreState, before: Mapping[str, hl.TunnelHealth] | None
+) -> set[str] | None:
+    """The tunnels whose report may have changed in this decision (None: any of them).
+
+    A change of tables (learned prefixes, a forgotten link) clears routes_for, so it
+    always looks at every report.
+    """
+    names = changed_health(prior, state, before)
+    old_routes, old_announce = prior.routes_for, prior.announced_for
+    new_routes, new_announce = state.routes_for, state.announced_for
+    if (
+        names is None
+        or old_routes is None
+        or old_announce is None
+        or new_routes is None
+        or new_announce is None
+        or prior.both_down != state.both_down
+    ):
+        return None
+    old_metric, new_metric = old_routes.metrics(state.cfg), new_routes.metrics(state.cfg)
+    names |= {
+        n for n in old_metric.keys() | new_metric.keys() if old_metric.get(n) != new_metric.get(n)
+    }
+    names |= set(prior.carriers) ^ set(state.carriers)
+    names |= set(old_announce.carriers + old_announce.standbys) ^ set(
+        new_announce.carriers + new_announce.standbys
+    )
+    return names
