@@ -125,7 +125,13 @@ CASES = [
     ),
     Bad(
         "wrong-type-mapping",
-        [("tunnels[tun1].underlay:", "must be a mapping with device, local, remote", "'192.0.2.1'")],
+        [
+            (
+                "tunnels[tun1].underlay:",
+                "must be a mapping with device, local, remote",
+                "'192.0.2.1'",
+            )
+        ],
         edits=[("{local: 192.0.2.1, remote: 192.0.2.2}", "192.0.2.1")],
     ),
     Bad(
