@@ -13,18 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.sites import (
-    REMOTE4,
-    REMOTE6,
     SITE,
     SITE6,
-    STATIC,
     agent_config,
     kernel_routes,
     running_agent,
     site_b_bird,
     two_sites,
 )
-from tests.integration.test_routing_failover import established, until
+from tests.integration.test_routing_failover import FAILED_OVER, NORMAL, established, until
 from tests.support.bird import Bird
 from tests.support.system import require_tool
 
@@ -42,19 +39,6 @@ def paths(bird: Bird, prefix: str) -> dict[str, tuple[int | None, int, str]]:
 
 def best(bird: Bird, prefix: str) -> str | None:
     return next((r.protocol for r in bird.routes() if r.prefix == prefix and r.primary), None)
-
-
-NORMAL = sorted(
-    [
-        (REMOTE4, "vti1", 10),
-        (REMOTE4, "vti2", 100),
-        (REMOTE6, "vti1", 10),
-        (REMOTE6, "vti2", 100),
-        (STATIC, "vti1", 10),
-        (STATIC, "vti2", 100),
-    ]
-)
-FAILED_OVER = sorted([(REMOTE4, "vti2", 10), (REMOTE6, "vti2", 10), (STATIC, "vti2", 10)])
 
 
 async def test_ipv6_rides_the_ipv4_session_and_fails_over_with_it(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_control import TUNNEL
 from tests.probes.lab import add_link, nft
 from tests.support.agent_process import AgentProcess
 from tests.support.system import netns, require_tool
@@ -24,16 +25,6 @@ from tests.support.system import netns, require_tool
 pytestmark = [pytest.mark.root, pytest.mark.services]
 
 PREFIX = "vtq"
-TUNNEL = """\
-  - name: tun{n}
-    interface: vti{n}
-    kind: gre
-    underlay: {{local: 192.0.2.{n}, remote: 198.51.100.{n}}}
-    inner: {{local: 169.254.{n}.1/30, peer: 169.254.{n}.2}}
-    priority: {prio}
-    sources: [probe, link]
-    probe: {{kind: icmp, interval_s: 0.1, timeout_s: 0.3}}
-"""
 CONFIG = (
     "agent_id: q-site\ntunnels:\n"
     + "".join(TUNNEL.format(n=n, prio=100 * n) for n in (1, 2))
