@@ -60,35 +60,48 @@ underlay_addr() { # INDEX HOST: this host's (1 = site A, 2 = site B) underlay ad
   fi
 }
 
-inside() { # DEV INDEX HOST: the tunnel's inner addresses, both families, and its settings
-  local dev=$1 i=$2 h=$3
-  # The SA, not an IPsec policy, decides what enters the tunnel.
-  sysctl -qw "net.ipv4.conf.$dev.disable_policy=1" "net.ipv4.conf.$dev.rp_filter=0"
-  sysctl -qw "net.ipv6.conf.$dev.disable_policy=1" 2>/dev/null || true
-  ip link set "$dev" mtu 1400 up
-  ip addr add "169.254.$i.$h/30" dev "$dev"
-  ip -6 addr add "fd00:$i::$h/64" dev "$dev" nodad
+tunnels_config() { # HOST: this site's three tunnels as vti-failover config, for `apply`
+  local h=$1 i dev peer local remote
+  echo "# Written by node.sh for \`vti-failover apply\` ($kind tunnels, $family underlays)."
+  echo "agent_id: site-$([ "$h" = 1 ] && echo a || echo b)"
+  echo "tunnels:"
+  for i in 1 2 3; do
+    local=$(underlay_addr "$i" "$h")
+    remote=$(underlay_addr "$i" $((3 - h)))
+    peer=$((3 - h))
+    dev=vti$i
+    [ "$i" = 3 ] && dev=xfrm3
+    echo "  - name: tun$i"
+    echo "    interface: $dev"
+    echo "    underlay: {local: \"$local\", remote: \"$remote\", device: isp$i}"
+    # The third path is always an XFRM interface: a mixed VTI + XFRM site.
+    if [ "$kind" = xfrm ] || [ "$i" = 3 ]; then
+      # The xfrm variant ties SAs by if_id, not mark (swanctl.conf if_id_in/if_id_out).
+      echo "    kind: xfrm"
+      echo "    if_id: $i"
+    else
+      # key = the IPsec mark of this tunnel's SAs (swanctl.conf mark_in/mark_out); an
+      # IPv6 underlay makes it an ip6 VTI.
+      echo "    kind: vti"
+      echo "    key: $i"
+      echo "    mark: $i"
+    fi
+    echo "    inner: {local: 169.254.$i.$h/30, peer: 169.254.$i.$peer}"
+    echo "    inner6: {local: \"fd00:$i::$h/64\", peer: \"fd00:$i::$peer\"}"
+    echo "    mtu: 1400"
+    echo "    sources: [probe]"
+  done
 }
 
-tunnel() { # INDEX HOST: one ISP path's tunnel interface vti<INDEX>
-  local i=$1 h=$2 dev=vti$1
-  local local remote
-  local=$(underlay_addr "$i" "$h")
-  remote=$(underlay_addr "$i" $((3 - h)))
-  if [ "$kind" = xfrm ]; then
-    ip link add "$dev" type xfrm dev "isp$i" if_id "$i"
-  elif underlay6 "$i"; then
-    ip link add "$dev" type vti6 local "$local" remote "$remote" key "$i"
-  else
-    # key = the IPsec mark of this tunnel's SAs (swanctl.conf mark_in/mark_out).
-    ip link add "$dev" type vti local "$local" remote "$remote" key "$i"
-  fi
-  inside "$dev" "$i" "$h"
-}
-
-xfrm_tunnel() { # INDEX HOST: an XFRM interface xfrm<INDEX> on isp<INDEX>, if_id INDEX
-  ip link add "xfrm$1" type xfrm dev "isp$1" if_id "$1"
-  inside "xfrm$1" "$1" "$2"
+tunnels() { # HOST: vti1, vti2 and xfrm3 with addresses, MTU and sysctls, by `vti-failover apply`
+  tunnels_config "$1" >"$state/tunnels.yaml"
+  # The SA, not an IPsec policy, decides what enters a tunnel: apply sets disable_policy
+  # and loose rp_filter, as it would on a router.
+  vti-failover apply "$state/tunnels.yaml" >"$state/apply.log" 2>&1 || {
+    say "vti-failover apply failed:"
+    cat "$state/apply.log" >&2
+    exit 1
+  }
 }
 
 swanctl_conf() { # the site's swanctl.conf for this kind and family, in the state dir
@@ -163,10 +176,7 @@ site() { # LAN/LEN LAN6/LEN HOST (1 = site A, 2 = site B)
     ip link set "isp$i" up
   done
   # Tunnels before charon, so SAs find their interfaces from the first packet.
-  tunnel 1 "$h"
-  tunnel 2 "$h"
-  # The third path is always an XFRM interface: a mixed VTI + XFRM site.
-  xfrm_tunnel 3 "$h"
+  tunnels "$h"
   start_charon
 }
 

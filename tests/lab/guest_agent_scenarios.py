@@ -8,7 +8,8 @@ for the test to judge on the host.
 
 Phases, in the order given:
   loss      LOSS_PCT random loss both ways on isp1 for LOSS_S seconds (a bad line, not dead)
-  cut       isp1 silently black-holed (links stay up), then repaired: failover and failback
+  cut       isp1 silently black-holed (links stay up), then repaired: failover and failback;
+            `vti-failover status` read while the cut lasts
   linkdown  site A's isp1 underlay link set down (stays down for the next phase)
   bothdown  isp2 black-holed too, then both paths repaired: both-down and recovery
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "labs"))
 from lablib.nslab import Lab
-from lablib.topology import STATE_ROOT
+from lablib.topology import STATE_ROOT, TOP
 
 Facts = dict[str, Any]
 State = dict[str, object]
@@ -96,11 +97,20 @@ def phase_cut(lab: Lab, a: argparse.Namespace) -> Facts:
     w = Watcher(lab, "cut")
     lab.cut("isp1")
     w.watch(25)
+    # What an operator sees meanwhile: the running agent's own account, over its socket.
+    w.facts["status"] = status(lab)
     w.mark("repaired_at")
     lab.repair("isp1")
     # Failback waits for the preempt hold-down (30 s) after tun1 is healthy again.
     w.facts["back"] = w.watch(120, until=on_primary)
     return w.done()
+
+
+def status(lab: Lab) -> dict[str, object]:
+    # Found alone: one agent runs in site A. Under TCG a Python start takes seconds.
+    res = lab.sh("siteA", str(TOP / ".venv" / "bin" / "vti-failover"), "status", check=False,
+                 timeout=120)  # fmt: skip
+    return {"code": res.returncode, "stdout": res.stdout, "stderr": res.stderr[-2000:]}
 
 
 def phase_linkdown(lab: Lab, a: argparse.Namespace) -> Facts:

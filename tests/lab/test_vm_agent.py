@@ -127,6 +127,20 @@ def test_repaired_primary_takes_traffic_back_after_the_hold_down(
     assert [(e["from"], e["to"]) for e in failbacks] == [(["tun2"], ["tun1"])]
 
 
+@pytest.mark.parametrize("kind", ["vti", "xfrm"])
+def test_status_during_the_cut_shows_the_move(kind: str, request: pytest.FixtureRequest) -> None:
+    facts: Facts = request.getfixturevalue(kind)
+    status = phase(facts, "cut")["status"]
+    assert status["code"] == 0, status["stderr"]
+    lines = status["stdout"].splitlines()
+    assert "carrying tun2" in lines[0], status["stdout"]
+    assert lines[1].startswith("last move: failover tun1 -> tun2"), status["stdout"]
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("tun")}
+    assert rows["tun1"][2] == "DOWN", status["stdout"]
+    assert rows["tun2"][2] == "UP", status["stdout"]
+    assert "carrying" in rows["tun2"], status["stdout"]
+
+
 def test_underlay_link_down_fails_over(vti: Facts) -> None:
     down = phase(vti, "linkdown")
     assert down["before"]["siteA_route"] == "vti1"

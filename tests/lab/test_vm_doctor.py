@@ -52,3 +52,38 @@ def test_a_wrong_key_in_the_config_is_found_against_the_sas(facts: Facts) -> Non
     assert "SA 192.0.2.1 -> 192.0.2.2" in messages, messages
     assert "policy dir out" in messages, messages
     assert "mark 5 (the key of vti1)" in messages
+
+
+# guest_doctor.PITFALLS in order, each with the subject its finding names.
+PITFALL_SUBJECTS = [("sa-endpoints", "tun1"), ("sa-mark", "tun3"), ("disable-policy", "vti2"),
+                    ("rp-filter", "vti1"), ("mtu", "tun2"), ("source-address", "tun3"),
+                    ("table-220", "system"), ("interface", "tun2")]  # fmt: skip
+
+
+def test_each_pitfall_broken_alone_is_found_and_its_fix_silences_it(facts: Facts) -> None:
+    runs = facts["pitfalls"]
+    assert [(r["name"]) for r in runs] == [name for name, _ in PITFALL_SUBJECTS]
+    after = [*(r["run"] for r in runs[1:]), facts["several"], facts["fixed"]]
+    for (name, subject), pitfall, next_run in zip(PITFALL_SUBJECTS, runs, after, strict=True):
+        assert pitfall["failed"] == [], pitfall["failed"]
+        found = {(c, s) for c, s, _ in problems(pitfall["run"])}
+        assert (name, subject) in found, (name, found)
+        assert pitfall["run"]["code"] == 1
+        if next_run is facts["several"]:
+            continue  # the text run breaks some again on purpose
+        # Fixed before the next run: its finding is gone there.
+        assert name not in {c for c, _, _ in problems(next_run)}, (name, next_run["findings"])
+
+
+def test_several_pitfalls_at_once_are_each_told_with_the_fix(facts: Facts) -> None:
+    run = facts["several"]
+    assert facts["several_failed"] == []
+    assert run["code"] == 1, run["stderr"]
+    for check in ("disable-policy", "mtu", "sa-mark", "table-220"):
+        lines = [line for line in run["stdout"].splitlines() if f"[{check}]" in line]
+        assert lines, (check, run["stdout"])
+        assert all("; fix: " in line for line in lines), (check, run["stdout"])
+
+
+def test_the_lab_fixed_again_has_no_tunnel_finding(facts: Facts) -> None:
+    assert [p for p in problems(facts["fixed"]) if p[0] in TUNNEL_CHECKS] == []
