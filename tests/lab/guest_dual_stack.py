@@ -11,6 +11,7 @@ way each family). Phases, in order:
                repair isp2 (back to vti2), repair isp1 (back to vti1)
   sa_death     tun1's CHILD_SA terminated at site A: the learned 2001:db8:2:99::/64
                leaves vti1 at once; the SA initiated again
+  three_order  guest_faults.py's: every path cut, isp3 back, then isp2, then isp1
 
 Writes JSON facts for the test to judge on the host.
 """
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import guest_faults
 from guest_agent import agent_log, wait
 from guest_faults import PY, RATE, STREAM, lost, mqtt_events
 from lablib.nslab import Lab
@@ -110,10 +112,16 @@ def phase_sa_death(lab: Lab) -> Facts:
     return facts
 
 
+def phase_three_order(lab: Lab) -> Facts:
+    return guest_faults.phase_three_order(lab, argparse.Namespace(), [])
+
+
 PHASES = {
     "v4_underlay": phase_v4_underlay,
     "v6_underlay": phase_v6_underlay,
     "sa_death": phase_sa_death,
+    # The same three tunnels, so test_vm_three_tunnels.py needs no VM of its own.
+    "three_order": phase_three_order,
 }
 
 

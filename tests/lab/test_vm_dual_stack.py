@@ -9,20 +9,15 @@ from __future__ import annotations
 import pytest
 
 from tests.lab.test_vm_faults import Facts, phase, why
-from tests.lab.vmrun import TOP, facts_from_vm
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.services]
 
-DUAL = TOP / "labs" / "dual-vti" / "siteA" / "vti-failover-three-dual.yaml"
 STREAMS = ("to_a4", "to_b4", "to_a6", "to_b6")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Facts:
-    results = tmp_path_factory.mktemp("vmdual")
-    return facts_from_vm(
-        results, "agent", "guest_dual_stack.py", agent_config=DUAL, family="dual", timeout=900
-    )
+def lab(three_dual_lab: Facts) -> Facts:
+    return three_dual_lab
 
 
 def report(p: Facts, step: str) -> str:

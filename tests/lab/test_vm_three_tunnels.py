@@ -1,5 +1,6 @@
 """Three tunnels in the VM lab (vti1, vti2, the XFRM interface xfrm3): preemption goes to
-the best *usable* tunnel, one step at a time (guest_faults.py, phase three_order).
+the best *usable* tunnel, one step at a time (guest_faults.py's phase three_order, run last
+by guest_dual_stack.py on the mixed-underlay lab).
 
 Every path cut (all down: withdrawn, told), isp3 repaired (traffic on xfrm3, told as a
 recovery), isp2 repaired, then isp1 10 s later: traffic moves to vti2 once it has been
@@ -11,25 +12,14 @@ from __future__ import annotations
 import pytest
 
 from tests.lab.test_vm_faults import Facts, moves, phase, why
-from tests.lab.vmrun import TOP, facts_from_vm
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.services]
 
-THREE = TOP / "labs" / "dual-vti" / "siteA" / "vti-failover-three.yaml"
-
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Facts:
-    results = tmp_path_factory.mktemp("vmthree")
-    return facts_from_vm(
-        results,
-        "agent",
-        "guest_faults.py",
-        f"--config={THREE}",
-        "--phases=three_order",
-        agent_config=THREE,
-        timeout=900,
-    )
+def lab(three_dual_lab: Facts) -> Facts:
+    # The dual-stack run's lab has the same three tunnels: its last phase is this one.
+    return three_dual_lab
 
 
 def test_preemption_steps_through_the_best_usable_tunnel(lab: Facts) -> None:
