@@ -18,4 +18,5 @@ echo "==> core tests, 100% branch coverage of agent/core"
 
 echo "==> all tests"
 # pytest exits 5 when it collected nothing; set -e turns that into a failure too.
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The slowest tests and fixtures, so a run that grows shows where.
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"

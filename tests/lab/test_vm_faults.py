@@ -88,6 +88,7 @@ def test_failover_without_a_broker_and_every_event_after_it_returns(lab: Facts) 
     assert p["down_s"] >= 60
     assert p["failover_s"] < 60
     assert p["failback_s"] < 120
+    print(f"broker back: the kept events arrived {p['delivered_after_s']} s later")
     start, end = p["decided_at"]
     kinds = [e["kind"] for e in events(lab, start, end) if e["log"] == "mqtt-sub2.log"]
     assert "failover" in kinds, (kinds, why(lab))
