@@ -1,6 +1,6 @@
 """Inside the lab's kernel: `vti-failover apply` builds site A's three tunnels from nothing.
 
-Run by test_vm_apply.py through `labs/lab up --stack stock --then ...`. Once charon's three
+Run last by guest_stock_lab.py (test_vm_apply.py). Once charon's three
 CHILD_SAs are installed, site A's vti1, vti2 and xfrm3 (made by node.sh) are deleted; the SAs
 stay in the kernel, tied by mark and if_id. Then: apply --dry-run (must change nothing),
 apply (creates the VTIs and the XFRM interface with addresses, MTU, sysctls, SNAT), pings
@@ -84,8 +84,8 @@ def config() -> Path:
     return path
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
+def main(out: Path | None = None) -> None:
+    out = out or Path(sys.argv[1])
     lab = Lab("stock", "vti")
     children = ("tun1", "tun2", "tun3")
     deadline = time.monotonic() + 120

@@ -1,6 +1,6 @@
 """Inside the lab's kernel: `vti-failover doctor` on site A's config, over real VTIs and SAs.
 
-Run by test_vm_doctor.py through `labs/lab up --stack stock --then ...`: doctor needs the
+Run by guest_stock_lab.py after the stock cut (test_vm_doctor.py): doctor needs the
 kernel, the charons and the tunnel interfaces, not a running agent. Once the three CHILD_SAs
 are installed: the lab as built (known good); vti1's key changed in the kernel to 5; a
 config whose tun1 key and mark are 5 while the SAs keep mark 1; then each pitfall in
@@ -124,8 +124,8 @@ def pitfalls(lab: Lab, facts: dict[str, Any], out: Path) -> None:
     facts["fixed"] = doctor(lab, CONFIG)
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
+def main(out: Path | None = None) -> None:
+    out = out or Path(sys.argv[1])
     lab = Lab("stock", "vti")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not all(

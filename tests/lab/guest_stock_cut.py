@@ -1,7 +1,8 @@
 """Inside the lab's kernel: cut isp1 under the stock stack and record what the world shows.
 
-Run by test_vm_stock_stack.py through `labs/lab up --then ...`; writes JSON facts (states
-and times read from the real charons, kernel and BIRD) for the test to judge on the host.
+Run first by guest_stock_lab.py (test_vm_stock_stack.py); writes JSON facts (states
+and times read from the real charons, kernel and BIRD) for the test to judge on the host,
+then repairs isp1 and brings tun1 back for the guests after it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,21 @@ def snapshot(lab: Lab) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
+def restore(lab: Lab) -> float:
+    """isp1 repaired and tun1's CHILD_SA installed again (re-initiated if charon gave up):
+    the lab as it was built, for the next guest on the same VM. Seconds it took."""
+    started = time.monotonic()
+    lab.repair("isp1")
+    while not lab.child_installed("siteA", "tun1"):
+        if time.monotonic() - started > 120:
+            raise TimeoutError("tun1's CHILD_SA not back within 120 s of isp1's repair")
+        lab.swanctl("siteA", "--initiate", "--child", "tun1", "--timeout", "10")
+        time.sleep(1)
+    return round(time.monotonic() - started, 1)
+
+
+def main(out: Path | None = None) -> None:
+    out = out or Path(sys.argv[1])
     lab = Lab("stock", "vti")
     facts: dict[str, object] = {"before": snapshot(lab)}
     cut_at = time.monotonic()
@@ -51,6 +65,8 @@ def main() -> None:
         "siteA", "busybox", "ping", "-c", "3", "-W", "1", "-I", "vti1", "169.254.1.2", check=False
     )
     facts["after_sa_gone"] = snapshot(lab)
+    out.write_text(json.dumps(facts, indent=2))
+    facts["restored_s"] = restore(lab)
     out.write_text(json.dumps(facts, indent=2))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.vmrun import facts_from_vm
+from tests.lab.vmrun import stock_part
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.services]
 
@@ -18,9 +18,8 @@ TUNNEL_CHECKS = {"interface", "sa-mark", "sa-endpoints", "disable-policy", "rp-f
 
 
 @pytest.fixture(scope="module")
-def facts(tmp_path_factory: pytest.TempPathFactory) -> Facts:
-    return facts_from_vm(tmp_path_factory.mktemp("vmlab"), "stock", "guest_doctor.py",
-                         timeout=1800)  # fmt: skip
+def facts(stock_lab: dict[str, Any]) -> Facts:
+    return stock_part(stock_lab, "doctor")
 
 
 def problems(run: Facts) -> list[tuple[str, str, str]]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from tests.lab.vmrun import facts_from_vm
+from tests.lab.vmrun import stock_part
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root, pytest.mark.services]
 
 
 @pytest.fixture(scope="module")
-def stock_cut(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Boot the VM, bring the stock lab up, cut isp1; the facts the guest recorded."""
-    return facts_from_vm(tmp_path_factory.mktemp("vmlab"), "stock", "guest_stock_cut.py")
+def stock_cut(stock_lab: dict[str, Any]) -> dict[str, object]:
+    """The stock lab with isp1 cut (the shared stock VM's first guest); what it recorded."""
+    return stock_part(stock_lab, "stock_cut")
 
 
 def test_lab_comes_up_with_both_tunnels_and_bgp_on_the_primary(stock_cut: dict) -> None:

@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,15 @@ def facts_from_vm(
         pytest.fail(f"the VM lab produced no facts (exit {proc.returncode}):\n{out[-4000:]}")
     loaded: dict = json.loads(facts.read_text())  # type: ignore[type-arg]
     return loaded
+
+
+def stock_part(stock_lab: dict[str, Any], name: str) -> dict[str, Any]:
+    """One guest's facts from the shared stock VM; its own failure if it wrote none."""
+    part: dict[str, Any] | None = stock_lab["parts"].get(name)
+    error = stock_lab["errors"].get(name)
+    if part is None:
+        pytest.fail(f"guest {name} wrote no facts:\n{error}")
+    if error is not None:
+        # Its tests judge what it wrote; the error says why the rest is missing.
+        print(f"guest {name} failed after writing facts:\n{error}")
+    return part
