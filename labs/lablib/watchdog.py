@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lablib.topology import STATE_ROOT
 
-__all__ = ["HEARTBEAT", "Watchdog"]
+__all__ = ["HEARTBEAT", "Watchdog", "beat_while_alive"]
 
 HEARTBEAT = "heartbeat"
 
@@ -68,3 +68,18 @@ class Watchdog(threading.Thread):
         out = self.out_dir / f"stall-{time.strftime('%H%M%S')}.txt"
         out.write_text("\n".join(parts) + "\n")
         print(f"watchdog: no progress for {quiet:.0f}s, wrote {out}", flush=True)
+
+
+def beat_while_alive(heartbeat: Path, every_s: float = 10.0) -> threading.Thread:
+    """Touch `heartbeat` every `every_s` for as long as this process runs: the beat of a
+    guest whose progress is judged elsewhere (a test's own timeout), so only a VM that has
+    stopped running anything at all goes quiet."""
+
+    def beat() -> None:
+        while True:
+            heartbeat.touch()
+            time.sleep(every_s)
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    return thread

@@ -53,7 +53,8 @@ def facts_from_vm(
         start_new_session=True,
     )  # fmt: skip
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        # labs/lab retries a VM that stopped running at all (no heartbeat for 300 s) once.
+        out, _ = proc.communicate(timeout=2 * timeout + 300)
     except subprocess.TimeoutExpired:
         # SIGTERM first: labs/lab then stops the VM it started in a session of its own.
         os.killpg(proc.pid, signal.SIGTERM)
@@ -62,10 +63,14 @@ def facts_from_vm(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-        pytest.fail(f"the VM lab did not finish within {timeout:.0f} s:\n{out[-4000:]}")
+        pytest.fail(f"the VM lab did not finish within {2 * timeout + 300:.0f} s:\n{out[-4000:]}")
     if not facts.exists():
         pytest.fail(f"the VM lab produced no facts (exit {proc.returncode}):\n{out[-4000:]}")
     loaded: dict = json.loads(facts.read_text())  # type: ignore[type-arg]
+    stalls = sorted(p.name for p in results.glob("stall-cpus-*.txt"))
+    if stalls:
+        print(f"the VM stalled and was booted again: {stalls} in {results}")
+    loaded["vm_stalls"] = stalls
     return loaded
 
 
