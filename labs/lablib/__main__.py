@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lablib import vm
@@ -147,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up_in_vm(guest: list[str], results: Path) -> int:
-    """`up` (and its --then) in a VM whose guest beats while it lives; a VM that stopped
-    beating is retried once in a fresh one, as a bench method is (see _bench_in_vms)."""
+    """`up` (and its --then) in a VM whose guest beats while it lives, as a bench method."""
+    return _run_retrying_a_stall(guest, results, lambda _attempt: None)
+
+
+def _run_retrying_a_stall(guest: list[str], results: Path, before: Callable[[int], None]) -> int:
+    """run_in_vm with a heartbeat; a VM that stopped beating is retried once in a fresh one.
+    `before(attempt)` runs ahead of each boot."""
     for attempt in (1, 2):
+        before(attempt)
         status = vm.run_in_vm(guest, results, heartbeat=results / HEARTBEAT)
         if status != vm.STALLED:
             return status
@@ -174,16 +181,16 @@ def _bench_in_vms(args: argparse.Namespace, results: Path) -> int:
         part = results / f"failover-{method}.json"
         guest = ["--vm", "never", "--results", str(results), "bench", *rest]
         guest += ["--methods", method, "--json", str(part)]
-        for attempt in (1, 2):
+
+        def before(attempt: int, part: Path = part, method: str = method) -> None:
             part.unlink(missing_ok=True)
             print(
                 f"==> {method}: this kernel lacks ip_vti/esp4: booting {vm.kernel_image().name} "
                 f"under virtme-ng (TCG), attempt {attempt}; results in {results}",
                 flush=True,
             )
-            status = vm.run_in_vm(guest, results, heartbeat=results / HEARTBEAT)
-            if status != vm.STALLED:
-                break
+
+        status = _run_retrying_a_stall(guest, results, before)
         if part.exists():
             parts.append(str(part))
         else:
