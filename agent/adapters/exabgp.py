@@ -6,7 +6,8 @@ the core asked for and replays them whenever a neighbor comes up or ExaBGP (re)c
 a restart on either side ends with the same announcements. Two ways to reach ExaBGP:
 supervise (exabgp_supervisor starts `exabgp` from a generated config that already carries
 those announcements; its API process relays to our Unix socket) and process (ExaBGP started
-us; we speak on stdin/stdout). The ack channel itself is exabgp_session.
+us; we speak on stdin/stdout), set up by exabgp_link. The ack channel itself is
+exabgp_session.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Literal
 
 from agent.adapters import exabgp_api as api
 from agent.adapters.exabgp_config import exabgp_conf, exabgp_env
+from agent.adapters.exabgp_link import over_socket, over_stdio
 from agent.adapters.exabgp_session import AckSession, Writer
 from agent.adapters.exabgp_supervisor import ExaBgpSupervisor
-from agent.adapters.exabgp_workdir import prepare_workdir
+from agent.adapters.exabgp_unsent import UnsentWithdrawals
 from agent.config import Config
 from agent.core.actions import Action, AnnouncePrefix, WithdrawPrefix
 from agent.core.events import (
@@ -67,6 +69,7 @@ class ExaBgpAdapter:
         self._workdir = workdir if workdir is not None else cfg.exabgp.workdir
         self._desired: dict[Key, AnnouncePrefix] = {}
         self._up: set[str] = set()
+        self._unsent = UnsentWithdrawals()
         # Neighbor address -> tunnel, as the config last said.
         self._tunnel_of: dict[str, str] = {}
         self._skipped: set[Key] = set()
@@ -121,6 +124,7 @@ class ExaBgpAdapter:
             if session is not None:
                 session.fail_pending()
             self._connected.clear()
+            self._unsent.forget()
             self._all_down("exabgp restarting for a changed config")
             self._supervisor.restart()
 
@@ -169,13 +173,14 @@ class ExaBgpAdapter:
                 if self._desired.get(key) == action:
                     continue
                 self._desired[key] = action
+                self._unsent.cancel(api.canonical_address(key[0]), key[1])
                 if self._sendable(action):
                     lines.append(self._announce(action))
             elif isinstance(action, WithdrawPrefix):
                 key = (action.neighbor, api.canonical_prefix(action.prefix))
                 self._desired.pop(key, None)
                 if self._sendable(action):
-                    lines.append(api.withdraw_line(action))
+                    lines.append(self._withdraw(action))
         session = self._session
         if not lines or session is None or session.closed:
             if lines:
@@ -197,7 +202,7 @@ class ExaBgpAdapter:
         session = self._session
         if cleanup and session is not None and not session.closed and self._desired:
             lines = [
-                api.withdraw_line(
+                self._withdraw(
                     WithdrawPrefix(
                         neighbor=a.neighbor, tunnel=a.tunnel, prefix=a.prefix, next_hop=a.next_hop
                     )
@@ -209,6 +214,18 @@ class ExaBgpAdapter:
                 async with asyncio.timeout(self._ack_timeout_s):
                     await asyncio.gather(*self._send(session, lines))
         self._desired.clear()
+        if self._unsent:
+            # Stopped before they are on the wire, they would stay at the peer (see
+            # exabgp_unsent); bounded, since a session can stall without going down.
+            try:
+                async with asyncio.timeout(self._ack_timeout_s):
+                    await self._unsent.drained()
+            except TimeoutError:
+                log.warning(
+                    "exabgp: %d withdrawal(s) not reported sent within %ss; stopping it anyway",
+                    len(self._unsent),
+                    self._ack_timeout_s,
+                )
         await self._supervisor.stop()
 
     # -- Source and connection -------------------------------------------------------
@@ -218,9 +235,9 @@ class ExaBgpAdapter:
         if emit is not None:
             await self._deliver(emit)
         elif self._mode == "process":
-            await self._run_stdio()
+            await over_stdio(self._serve)
         else:
-            await self._supervise()
+            await over_socket(self.socket_path, self._supervisor, self._start_text, self._serve)
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
@@ -242,6 +259,13 @@ class ExaBgpAdapter:
 
     def _announce(self, action: AnnouncePrefix) -> str:
         return api.announce_line(action, self._local_as)
+
+    def _withdraw(self, action: WithdrawPrefix) -> str:
+        """The withdraw line; one to an up session is awaited on the wire before a stop."""
+        peer = api.canonical_address(action.neighbor)
+        if peer in self._up:
+            self._unsent.expect(peer, api.canonical_prefix(action.prefix))
+        return api.withdraw_line(action)
 
     def _sendable(self, action: AnnouncePrefix | WithdrawPrefix) -> bool:
         """False for a prefix of the other family than the session, unless it comes with a
@@ -303,6 +327,7 @@ class ExaBgpAdapter:
             if self._session is session:
                 self._session = None
                 self._connected.clear()
+                self._unsent.forget()
                 self._all_down()
 
     def _all_down(self, reason: str = "exabgp connection closed") -> None:
@@ -343,6 +368,7 @@ class ExaBgpAdapter:
                 elif state == "down":
                     log.info("exabgp: neighbor %s (%s) down: %s", peer, tunnel, reason or "-")
                     self._up.discard(peer)
+                    self._unsent.forget(peer)
                     self._event(BgpNeighborDown(tunnel=tunnel, reason=reason, at=now))
             case api.RoutesChanged(peer=peer, announced=announced, withdrawn=withdrawn):
                 tunnel = self._tunnel_of.get(peer)
@@ -355,6 +381,8 @@ class ExaBgpAdapter:
                         tunnel=tunnel, announced=announced, withdrawn=withdrawn, at=now
                     )
                 )
+            case api.RoutesSent(peer=peer, withdrawn=withdrawn):
+                self._unsent.sent(peer, withdrawn)
             case api.EndOfRib(peer=peer, family=family):
                 tunnel = self._tunnel_of.get(peer)
                 if tunnel is not None:
@@ -362,40 +390,3 @@ class ExaBgpAdapter:
             case api.Ignored():
                 pass
         return False
-
-    # -- process mode: ExaBGP started us ---------------------------------------------
-
-    async def _run_stdio(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
-        await self._serve(reader, transport)
-        raise AdapterError("exabgp closed the API pipe (it stopped or restarted)")
-
-    # -- supervise mode: we start ExaBGP ---------------------------------------------
-
-    async def _supervise(self) -> None:
-        prepare_workdir(self._supervisor.workdir)
-        try:
-            self.socket_path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise AdapterError(f"exabgp workdir {self._workdir}: {exc.strerror}") from exc
-
-        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                await self._serve(reader, writer)
-            finally:
-                writer.close()
-
-        server = await asyncio.start_unix_server(
-            on_connection, path=str(self.socket_path), limit=1 << 20
-        )
-        try:
-            # The workdir already keeps others out; the socket should not depend on the umask.
-            os.chmod(self.socket_path, 0o600)
-            async with server:
-                await self._supervisor.run(self._start_text)
-        finally:
-            with contextlib.suppress(OSError):
-                self.socket_path.unlink()

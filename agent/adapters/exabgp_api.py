@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "NeighborChanged",
     "RoutesChanged",
+    "RoutesSent",
     "announce_line",
     "canonical_address",
     "canonical_prefix",
@@ -65,6 +66,15 @@ class RoutesChanged:
 
 
 @dataclass(frozen=True)
+class RoutesSent:
+    """One UPDATE ExaBGP reports writing to a neighbor (`api { send { update; } }`)."""
+
+    peer: str
+    announced: tuple[str, ...]
+    withdrawn: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EndOfRib:
     """The neighbor sent all its routes of one unicast family ("ipv4" or "ipv6")."""
 
@@ -79,7 +89,7 @@ class Ignored:
     kind: str
 
 
-Message = Ack | NeighborChanged | RoutesChanged | EndOfRib | Ignored
+Message = Ack | NeighborChanged | RoutesChanged | RoutesSent | EndOfRib | Ignored
 
 
 def canonical_prefix(text: str) -> str:
@@ -164,9 +174,12 @@ def _message(obj: dict[str, Any]) -> Message:
         if not isinstance(state, str):
             raise TypeError("state is not a string")
         return NeighborChanged(peer=peer, state=state, reason=str(neighbor.get("reason", "")))
-    if neighbor.get("direction", "receive") != "receive":
-        return Ignored("update sent")
+    direction = neighbor.get("direction", "receive")
+    if direction not in {"receive", "send"}:
+        return Ignored(f"update of direction {_short(str(direction))}")
     update = neighbor["message"].get("update")
+    if update is None and direction == "send":
+        return Ignored("eor sent")
     if update is None:
         # An End-of-RIB marker arrives as {"message": {"eor": {"afi": ..., "safi": ...}}}.
         eor = neighbor["message"].get("eor")
@@ -193,6 +206,8 @@ def _message(obj: dict[str, Any]) -> Message:
             withdrawn.extend(_prefixes(nlris))
     if not announced and not withdrawn:
         return Ignored("update without unicast prefixes")
+    if direction == "send":
+        return RoutesSent(peer=peer, announced=tuple(announced), withdrawn=tuple(withdrawn))
     return RoutesChanged(peer=peer, announced=tuple(announced), withdrawn=tuple(withdrawn))
 
 

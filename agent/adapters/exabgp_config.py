@@ -84,6 +84,11 @@ def exabgp_conf(
             "            parsed;",
             "            update;",
             "        }",
+            # What ExaBGP writes to the peer: a withdrawal is on the wire before we stop it.
+            "        send {",
+            "            parsed;",
+            "            update;",
+            "        }",
             "    }",
             "}",
         ]

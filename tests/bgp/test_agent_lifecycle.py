@@ -147,13 +147,16 @@ def test_reload_removes_and_adds_the_bgp_section(
     write(path, without)
     agent.send(signal.SIGHUP)
     assert "removed exabgp" in agent.wait_log("reloaded")[-1]
-    # Withdrawn, then exabgp stopped: BIRD has the sessions down and no route of ours.
+    # Withdrawn, then exabgp stopped once it reported the withdrawals written (a stop on
+    # its `done` alone once left them queued, and BIRD kept our prefix as stale under
+    # graceful restart): the sessions down and no route of ours.
     bird_peer.wait_for("our prefix gone", lambda: bird_peer.route(SITE, "tun1") is None, 30)
     bird_peer.wait_for(
         "sessions down", lambda: bird_peer.protocol_state("tun1") != "Established", 30
     )
     time.sleep(1.0)
     assert agent.proc.poll() is None
+    assert "not reported sent" not in agent.log()
 
     write(path, with_bgp)
     agent.send(signal.SIGHUP)

@@ -194,3 +194,91 @@ async def test_same_announcement_twice_sends_one_line_and_acks_are_matched() -> 
         await refused
     reader.feed_eof()
     await serving
+
+
+def _sent(update: dict[str, object], peer: str = "169.254.2.2") -> str:
+    """A captured UPDATE line as ExaBGP reports one it wrote (`api { send { update; } }`)."""
+    obj = json.loads(SAMPLES[2].replace("169.254.2.2", peer))
+    obj["neighbor"]["direction"] = "send"
+    obj["neighbor"]["message"] = {"update": update}
+    return json.dumps(obj)
+
+
+def test_updates_we_sent_parse_apart_from_updates_we_learned() -> None:
+    withdrawn = {"withdraw": {"ipv4 unicast": [{"nlri": "10.1.0.0/24"}]}}
+    assert api.parse_line(_sent(withdrawn)) == api.RoutesSent("169.254.2.2", (), ("10.1.0.0/24",))
+    announced = json.loads(SAMPLES[2])["neighbor"]["message"]["update"]
+    assert api.parse_line(_sent(announced)) == api.RoutesSent("169.254.2.2", ("10.2.0.0/24",), ())
+    eor = json.loads(SAMPLES[3])
+    eor["neighbor"]["direction"] = "send"
+    assert isinstance(api.parse_line(json.dumps(eor)), api.Ignored)
+    eor["neighbor"]["direction"] = "sideways"
+    assert isinstance(api.parse_line(json.dumps(eor)), api.Ignored)
+
+
+async def _withdrawn_on_up_session(
+    adapter: ExaBgpAdapter,
+) -> tuple[asyncio.StreamReader, asyncio.Task[None]]:
+    """A session up toward tun1's neighbor and a withdrawal to it that exabgp acked."""
+    reader = asyncio.StreamReader()
+    serving = asyncio.create_task(adapter._serve(reader, _Pipe()))
+    reader.feed_data(f"{SAMPLES[1].replace('169.254.2.2', '169.254.1.2')}\n".encode())
+    await asyncio.sleep(0)
+    withdrawing = asyncio.create_task(
+        adapter.apply([WithdrawPrefix("169.254.1.2", "tun1", "10.1.0.0/24")])
+    )
+    await asyncio.sleep(0)
+    reader.feed_data(b"done\n")
+    await withdrawing
+    return reader, serving
+
+
+async def test_exabgp_is_stopped_only_once_the_withdrawal_is_on_the_wire() -> None:
+    # Defect: `done` only means queued; stopped at once, exabgp dropped the withdrawal and,
+    # with graceful restart, BIRD kept our prefix as stale after a reload removed `bgp:`.
+    adapter = ExaBgpAdapter(parse_config(CONFIG), mode="process")
+    reader, serving = await _withdrawn_on_up_session(adapter)
+    closing = asyncio.create_task(adapter.close(False))
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    # Sent to another neighbor, or another prefix: still waiting.
+    reader.feed_data(f"{_sent({'withdraw': {'ipv4 unicast': ['10.1.0.0/24']}})}\n".encode())
+    reader.feed_data(
+        f"{_sent({'withdraw': {'ipv4 unicast': ['10.9.0.0/24']}}, '169.254.1.2')}\n".encode()
+    )
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    reader.feed_data(
+        f"{_sent({'withdraw': {'ipv4 unicast': ['10.1.0.0/24']}}, '169.254.1.2')}\n".encode()
+    )
+    async with asyncio.timeout(1):
+        await closing
+    reader.feed_eof()
+    await serving
+
+
+async def test_a_session_that_goes_down_has_nothing_left_to_send() -> None:
+    adapter = ExaBgpAdapter(parse_config(CONFIG), mode="process")
+    reader, serving = await _withdrawn_on_up_session(adapter)
+    closing = asyncio.create_task(adapter.close(False))
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    reader.feed_data(f"{SAMPLES[5]}\n".encode())
+    async with asyncio.timeout(1):
+        await closing
+    reader.feed_eof()
+    await serving
+
+
+async def test_a_withdrawal_never_reported_sent_delays_the_stop_by_the_ack_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    adapter = ExaBgpAdapter(parse_config(CONFIG + "exabgp: {ack_timeout_s: 0.3}\n"), mode="process")
+    reader, serving = await _withdrawn_on_up_session(adapter)
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(5):
+        await adapter.close(False)
+    assert asyncio.get_running_loop().time() - started >= 0.25
+    assert "1 withdrawal(s) not reported sent within 0.3s" in caplog.text
+    reader.feed_eof()
+    await serving
