@@ -9,19 +9,6 @@ import pytest
 from tests.lab.vmrun import TOP, facts_from_vm
 
 DUAL = TOP / "labs" / "dual-vti" / "siteA" / "vti-failover-three-dual.yaml"
-# Session fixtures whose one VM serves tests in several modules.
-SHARED_VMS = ("stock_lab", "three_dual_lab")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist group per VM boot, so that `-n 2 --dist loadgroup` runs two VMs at once
-    and never boots one VM twice: the tests of a shared VM together, else one module's."""
-    for item in items:
-        if item.get_closest_marker("vm") is None:
-            continue
-        used = getattr(item, "fixturenames", ())
-        group = next((name for name in SHARED_VMS if name in used), item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
