@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+from lablib import pyimage
 from lablib.qemu_monitor import stall_report
 from lablib.topology import TOP
 
@@ -143,8 +144,11 @@ def run_in_vm(
         if heartbeat is not None
         else ""
     )
+    workdir = Path(tempfile.mkdtemp(prefix="vtl-vm-"))
+    image = pyimage.build_image(workdir)
+    modules = GUEST_MODULES if image is None else (*GUEST_MODULES, *pyimage.GUEST_MODULES)
     guest = (
-        f"modprobe -q -a {' '.join(GUEST_MODULES)}; {diagnosable}"
+        f"modprobe -q -a {' '.join(modules)}; {pyimage.GUEST_MOUNT if image else ''}{diagnosable}"
         f"export {IN_VM_ENV}=1 PATH={shlex.quote(str(TOP / '.venv' / 'bin'))}:$PATH; "
         f"cd {shlex.quote(str(TOP))} && exec labs/lab {shlex.join(argv)}"
     )
@@ -166,9 +170,12 @@ def run_in_vm(
         "--exec",
         f"bash -c {shlex.quote(guest)}",
     ]
+    if image is not None:
+        # The guest's /dev/vda (the root is 9p, no other disk).
+        cmd.append(f"--qemu-opts=-drive file={image},if=virtio,format=raw,readonly=on")
     monitor = None
     if heartbeat is not None:
-        monitor = Path(tempfile.mkdtemp(prefix="vtl-vm-")) / "monitor.sock"
+        monitor = workdir / "monitor.sock"
         # Kernel warnings (RCU stalls, soft lockups, a panic) on the console, and a
         # monitor socket to ask a stalled guest where its CPUs are.
         cmd[1:1] = [
@@ -211,8 +218,7 @@ def run_in_vm(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         copier.join(timeout=5)
-        if monitor is not None:
-            shutil.rmtree(monitor.parent, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
     return proc.returncode
 

@@ -69,6 +69,14 @@ def test_agent_routes_both_directions_over_the_primary_at_start(vti: Facts) -> N
     assert (before["siteB_tun1"], before["siteB_tun2"]) == ("Established", "Established")
 
 
+@pytest.mark.parametrize("kind", ["vti", "xfrm"])
+def test_the_guest_imported_python_from_its_image(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    facts: Facts = request.getfixturevalue(kind)
+    assert facts["python_image"] is True
+
+
 def test_five_percent_loss_for_minutes_is_no_failover(vti: Facts) -> None:
     loss = phase(vti, "loss")
     assert loss["end"] - loss["start"] >= 150
