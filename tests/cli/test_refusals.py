@@ -102,6 +102,10 @@ def test_non_root_run_names_the_missing_capabilities_in_one_line() -> None:
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
+            # Only to reach the checkout wherever it lies (a 0700 temp dir, /root): the
+            # capabilities the agent asks for stay missing.
+            "--inh-caps=+dac_read_search",
+            "--ambient-caps=+dac_read_search",
             str(COMMAND),
             "run",
             str(CONFIG),
